@@ -1,0 +1,354 @@
+//! The asymmetric coroutine: `resume` it, and it runs until it `suspend`s or returns.
+//!
+//! Usable with no scheduler at all, as a generator or to measure switches:
+//!
+//! ```
+//! use sigcoro::coroutine::{Coroutine, CoroutineResult};
+//!
+//! let mut counter = Coroutine::new(|yielder, start: u32| {
+//!     let mut n = start;
+//!     loop {
+//!         let step = yielder.suspend(n);
+//!         if step == 0 {
+//!             return "done";
+//!         }
+//!         n += step;
+//!     }
+//! });
+//! assert_eq!(counter.resume(10), CoroutineResult::Yield(10));
+//! assert_eq!(counter.resume(5), CoroutineResult::Yield(15));
+//! assert_eq!(counter.resume(0), CoroutineResult::Return("done"));
+//! assert!(counter.is_finished());
+//! ```
+//!
+//! # How values cross
+//!
+//! Every switch carries two words in registers: a value and a tag. A value whose type fits in a
+//! word travels in it; a larger one stays in the sender's frame (alive, since the sender is
+//! suspended) and the word carries its address, which the receiver reads from at once. The tag
+//! says what the value is: an input or a request to unwind on the way in, a yield or the end on
+//! the way out. On the end, the word points at the outcome (`thread::Result<R>`) in the entry's
+//! frame on the coroutine's stack, which stays alive until the stack takes its next job.
+//!
+//! # Lifecycle of the stack
+//!
+//! `new` takes a booted stack from the thread's pool and hands its trampoline a job; the job's
+//! entry moves the closure onto the coroutine's stack and waits for the first `resume`. When the
+//! closure returns or panics, the entry suspends with the outcome, and the stack goes back to
+//! the pool at once. Dropping a coroutine that has not finished resumes it one last time with an
+//! unwind request: it unwinds from its suspension point, so its destructors run, and then ends
+//! the same way.
+
+use crate::context::boot::Job;
+use crate::context::switch::{Link, Transfer, resume, suspend};
+use crate::stack::{self, Header, Stack, pool};
+use std::cell::Cell;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::mem::{align_of, size_of};
+
+/// What a [`Coroutine::resume`] came back with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoroutineResult<Y, R> {
+    /// The coroutine suspended itself with this value; resume it again for more.
+    Yield(Y),
+    /// The coroutine's closure returned this value; the coroutine is finished.
+    Return(R),
+}
+
+/// Tags of the words that cross a switch.
+mod tag {
+    /// In: the value is the input. Out: the value is a yield.
+    pub const VALUE: usize = 0;
+    /// In: unwind and end. Out: the coroutine ended; the value points at its outcome.
+    pub const END: usize = 1;
+}
+
+/// Puts `v` into a word: the value itself when it fits, else its address (the caller keeps
+/// it alive and never drops it; the receiver reads it with [`decode`]).
+fn encode<T>(v: &mut ManuallyDrop<T>) -> usize {
+    if size_of::<T>() <= size_of::<usize>() && align_of::<T>() <= align_of::<usize>() {
+        let mut word = 0usize;
+        // SAFETY: `T` fits in the word; the value moves into it and the caller forgets `v`.
+        unsafe { ptr::write((&raw mut word).cast::<T>(), ManuallyDrop::take(v)) };
+        word
+    } else {
+        (v as *mut ManuallyDrop<T>) as usize
+    }
+}
+
+/// Takes the `T` out of a word made by [`encode`].
+///
+/// # Safety
+///
+/// `word` came from `encode::<T>`, and if it is an address, its sender still waits, and this is
+/// the only read.
+unsafe fn decode<T>(word: usize) -> T {
+    if size_of::<T>() <= size_of::<usize>() && align_of::<T>() <= align_of::<usize>() {
+        // SAFETY: the word holds a `T` written by `encode`.
+        unsafe { ptr::read((&raw const word).cast::<T>()) }
+    } else {
+        // SAFETY: the word is the address of a live `T` its sender gave up.
+        unsafe { ptr::read(word as *const T) }
+    }
+}
+
+/// The payload of the unwind that a dropped coroutine runs its destructors with.
+struct ForcedUnwind;
+
+/// The coroutine side's handle: suspend back to whoever resumed.
+///
+/// Only the coroutine's own closure gets one, by reference; it cannot leave the coroutine or
+/// its thread.
+pub struct Yielder<I, Y> {
+    link: *mut Link,
+    unwinding: Cell<bool>,
+    _marker: PhantomData<fn(Y) -> I>,
+}
+
+impl<I, Y> Yielder<I, Y> {
+    /// Suspends the coroutine, handing `value` to the resumer, whose `resume` returns
+    /// [`CoroutineResult::Yield`]. Returns the input of the next `resume`.
+    ///
+    /// If the coroutine is dropped instead of resumed, this unwinds (with a private payload)
+    /// so that the coroutine's destructors run. Catching that unwind does not stop it: the
+    /// coroutine can no longer suspend, and every further `suspend` unwinds again.
+    pub fn suspend(&self, value: Y) -> I {
+        if self.unwinding.get() {
+            panic::resume_unwind(Box::new(ForcedUnwind));
+        }
+        let mut value = ManuallyDrop::new(value);
+        let sent = Transfer { value: encode(&mut value), tag: tag::VALUE };
+        // SAFETY: we run on the coroutine's stack, resumed through `link` by the resumer that
+        // now waits; it decodes `value` before it resumes us again.
+        let got = unsafe { suspend(self.link, sent) };
+        if got.tag == tag::END {
+            self.unwinding.set(true);
+            panic::resume_unwind(Box::new(ForcedUnwind));
+        }
+        // SAFETY: the resumer encoded an `I`, and waits while we read it.
+        unsafe { decode(got.value) }
+    }
+}
+
+/// A stackful coroutine that takes `I` on each resume, yields `Y`, and returns `R`.
+///
+/// Not `Send`: once started, its stack may hold thread-local addresses of the thread it runs on.
+pub struct Coroutine<I, Y, R> {
+    stack: Option<Stack>,
+    id: u64,
+    _marker: PhantomData<(*mut (), fn(I) -> (Y, R))>,
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// Creates a coroutine with the default stack size ([`stack::DEFAULT_STACK_SIZE`]). It runs
+    /// nothing until the first [`resume`](Self::resume), whose input becomes `f`'s second
+    /// argument.
+    ///
+    /// # Panics
+    ///
+    /// When no stack can be had (memory or `vm.max_map_count` exhausted), with a message that
+    /// names the limit. [`Builder::build`] returns that error instead.
+    pub fn new<F>(f: F) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        match Builder::new().build(f) {
+            Ok(co) => co,
+            Err(e) => panic!("sigcoro: cannot create a coroutine: {e}"),
+        }
+    }
+
+    /// A builder to set the stack size or a name (used in overflow reports).
+    pub fn builder() -> Builder<I, Y, R> {
+        Builder::new()
+    }
+
+    /// Runs the coroutine until it suspends or finishes.
+    ///
+    /// # Panics
+    ///
+    /// If the coroutine has already finished; and, re-raising its payload, if the coroutine
+    /// panics (it is then finished).
+    pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
+        let Some(stack) = &self.stack else {
+            panic!("sigcoro: resume called on a coroutine that has already finished");
+        };
+        let link = stack.link();
+        let mut input = ManuallyDrop::new(input);
+        let sent = Transfer { value: encode(&mut input), tag: tag::VALUE };
+        // SAFETY: the coroutine is suspended (or waiting for its first input) in its link; it
+        // takes the input before it suspends back to us.
+        let got = unsafe { resume(link, sent) };
+        if got.tag == tag::VALUE {
+            // SAFETY: the coroutine encoded a `Y` and waits while we read it.
+            return CoroutineResult::Yield(unsafe { decode(got.value) });
+        }
+        // SAFETY: the coroutine ended, and its outcome waits in its entry's frame.
+        let outcome = unsafe { ptr::read(got.value as *const std::thread::Result<R>) };
+        self.recycle_stack();
+        match outcome {
+            Ok(r) => CoroutineResult::Return(r),
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+
+    /// Whether the closure has returned or panicked (or the coroutine was never started and is
+    /// being dropped).
+    pub fn is_finished(&self) -> bool {
+        self.stack.is_none()
+    }
+
+    /// This coroutine's id, unique in the process; overflow reports name it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The finished coroutine's stack is idle in its trampoline loop again: pool it.
+    fn recycle_stack(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            pool::give(stack);
+        }
+    }
+}
+
+impl<I, Y, R> Drop for Coroutine<I, Y, R> {
+    fn drop(&mut self) {
+        let Some(stack) = &self.stack else { return };
+        // SAFETY: as in `resume`; the END tag asks the coroutine to unwind to its entry, which
+        // then ends with an outcome we drop here.
+        unsafe {
+            let got = resume(stack.link(), Transfer { value: 0, tag: tag::END });
+            debug_assert_eq!(got.tag, tag::END, "an unwinding coroutine cannot suspend");
+            drop(ptr::read(got.value as *const std::thread::Result<R>));
+        }
+        self.recycle_stack();
+    }
+}
+
+impl<I, Y, R> std::fmt::Debug for Coroutine<I, Y, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coroutine").field("id", &self.id).field("finished", &self.is_finished()).finish()
+    }
+}
+
+/// Sets up a [`Coroutine`]: stack size and name.
+#[derive(Debug)]
+pub struct Builder<I, Y, R> {
+    stack_size: usize,
+    name: Option<String>,
+    _marker: PhantomData<fn(I) -> (Y, R)>,
+}
+
+impl<I, Y, R> Default for Builder<I, Y, R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<I, Y, R> Builder<I, Y, R> {
+    /// A builder with the default stack size and no name.
+    pub fn new() -> Self {
+        Builder { stack_size: stack::DEFAULT_STACK_SIZE, name: None, _marker: PhantomData }
+    }
+
+    /// The usable stack size in bytes, rounded up to whole pages. Checked by
+    /// [`build`](Self::build): at least [`stack::min_stack_size`], at most
+    /// [`stack::MAX_STACK_SIZE`].
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// A name for overflow reports (their first 63 bytes).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Creates the coroutine, or says why it cannot: a bad stack size, or memory or mappings
+    /// exhausted (the error names the limit and the way out).
+    pub fn build<F>(self, f: F) -> io::Result<Coroutine<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let size = stack::validate_size(self.stack_size)?;
+        let stack = pool::take(size)?;
+        let id = next_id();
+        let header = stack.header();
+        // SAFETY: we own the idle stack; its header is ours to write.
+        unsafe { (*header).set_owner(id, self.name.as_deref()) };
+        let mut f = ManuallyDrop::new(f);
+        let job = Job { run: entry::<F, I, Y, R>, data: (&raw mut f).cast() };
+        // SAFETY: the stack is idle in its trampoline loop, which takes `job`, enters `entry`,
+        // moves `f` out of our frame and suspends back before we go on.
+        unsafe { resume(stack.link(), Transfer { value: &raw const job as usize, tag: tag::VALUE }) };
+        Ok(Coroutine { stack: Some(stack), id, _marker: PhantomData })
+    }
+}
+
+/// A coroutine's entry on its own stack, run by the trampoline loop.
+///
+/// Moves the closure in, waits for the first resume, runs the closure with every panic caught
+/// (nothing unwinds into the trampoline or the assembly), and suspends with the outcome, which
+/// the resumer reads out of this frame. Resumed once more with the stack's next job, it returns
+/// that job to the loop. Touches no thread-local state before the first resume, so an unstarted
+/// coroutine may change threads.
+///
+/// # Safety
+///
+/// `data` points at an `F` that the caller gives up; `header` is this stack's header.
+unsafe fn entry<F, I, Y, R>(data: *mut u8, header: *mut Header) -> usize
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    // SAFETY: the builder handed us its `F` and forgets its copy.
+    let f = unsafe { ptr::read(data.cast::<F>()) };
+    // SAFETY: `header` is our stack's; the builder resumed us through its link and waits.
+    let link = unsafe { &raw mut (*header).link };
+    // SAFETY: as above: back to the builder, then wait for the first resume (or a drop).
+    let first = unsafe { suspend(link, Transfer { value: 0, tag: tag::VALUE }) };
+    let yielder = Yielder { link, unwinding: Cell::new(false), _marker: PhantomData };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        if first.tag == tag::END {
+            drop(f);
+            return Err(());
+        }
+        // SAFETY: the first resume encoded an `I` and waits while we read it.
+        Ok(f(&yielder, unsafe { decode(first.value) }))
+    }));
+    let outcome: std::thread::Result<R> = match outcome {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(())) => Err(Box::new(ForcedUnwind)),
+        Err(payload) => Err(payload),
+    };
+    let outcome = ManuallyDrop::new(outcome);
+    // SAFETY: the resumer reads `outcome` (taking ownership) before this stack runs anything
+    // else; it comes back here only with the next job.
+    unsafe { suspend(link, Transfer { value: &raw const outcome as usize, tag: tag::END }) }.value
+}
+
+/// Process-unique coroutine ids, handed to each thread in blocks to keep the counter cold.
+pub(crate) fn next_id() -> u64 {
+    const BLOCK: u64 = 1024;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    IDS.try_with(|ids| {
+        let (next, end) = ids.get();
+        if next < end {
+            ids.set((next + 1, end));
+            next
+        } else {
+            let start = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            ids.set((start + 1, start + BLOCK));
+            start
+        }
+    })
+    .unwrap_or_else(|_| NEXT_BLOCK.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,128 @@
+//! The per-thread pool of booted stacks.
+//!
+//! A stack is booted once (by the signal-stack trick, about ten syscalls) and then reused: a
+//! finished coroutine's stack waits in its trampoline loop, so the next coroutine on it costs a
+//! switch and no syscall. Each thread keeps up to [`POOL_CAP`] idle stacks per size; beyond that,
+//! and when the thread exits, they go back to the process-wide reserve with their cold pages
+//! returned to the kernel.
+
+use super::{Stack, reserve, stride_for};
+use crate::context::boot;
+use std::cell::UnsafeCell;
+use std::io;
+
+/// Idle stacks a thread keeps per size before handing the rest to the process.
+const POOL_CAP: usize = 1024;
+/// The most stacks booted in one go when the pool runs dry.
+const MAX_BATCH: usize = 32;
+
+/// What one thread's pool has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Stacks this thread booted with the signal-stack trick.
+    pub booted: u64,
+    /// Stacks this thread took over from the process-wide reserve (given back by other threads).
+    pub adopted: u64,
+    /// Coroutines started on a stack taken from the pool.
+    pub taken: u64,
+    /// Idle stacks in this thread's pool now.
+    pub idle: usize,
+}
+
+#[derive(Default)]
+struct Pool {
+    classes: Vec<(usize, Vec<Stack>)>,
+    stats: PoolStats,
+}
+
+impl Pool {
+    fn class(&mut self, stride: usize) -> &mut Vec<Stack> {
+        // The common case is one size per thread, kept first.
+        if let Some(i) = self.classes.iter().position(|(s, _)| *s == stride) {
+            return &mut self.classes[i].1;
+        }
+        self.classes.push((stride, Vec::new()));
+        &mut self.classes.last_mut().expect("just pushed").1
+    }
+
+    fn refill(&mut self, stride: usize) -> io::Result<()> {
+        let batch = ((self.stats.booted + self.stats.adopted) as usize / 8).clamp(1, MAX_BATCH);
+        let mut got = Vec::with_capacity(batch);
+        let adopted = reserve::take_idle(stride, batch, &mut got);
+        self.stats.adopted += adopted as u64;
+        if adopted == 0 {
+            boot::boot_stacks(stride, batch, &mut got)?;
+            self.stats.booted += got.len() as u64;
+        }
+        self.class(stride).extend(got);
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for (_, stacks) in self.classes.drain(..) {
+            reserve::give_idle(stacks);
+        }
+    }
+}
+
+thread_local! {
+    static POOL: UnsafeCell<Pool> = UnsafeCell::new(Pool::default());
+}
+
+/// Runs `f` on this thread's pool, or returns `None` while the thread is being torn down.
+fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+    // SAFETY: the pool is only reached through this function, and no function called with it
+    // reaches back here (booting, the reserve and madvise never run coroutine code), so the
+    // mutable borrow is unique.
+    POOL.try_with(|p| f(unsafe { &mut *p.get() })).ok()
+}
+
+/// Takes a booted stack of at least `size` usable bytes (already validated) from this thread's
+/// pool, booting new ones when it is empty.
+pub(crate) fn take(size: usize) -> io::Result<Stack> {
+    let stride = stride_for(size);
+    let taken = with_pool(|pool| {
+        if let Some(stack) = pool.class(stride).pop() {
+            pool.stats.taken += 1;
+            return Ok(stack);
+        }
+        pool.refill(stride)?;
+        pool.stats.taken += 1;
+        Ok(pool.class(stride).pop().expect("refill produced a stack"))
+    });
+    match taken {
+        Some(result) => result,
+        // The thread is exiting: boot one stack without a pool.
+        None => {
+            let mut got = Vec::with_capacity(1);
+            boot::boot_stacks(stride, 1, &mut got)?;
+            Ok(got.pop().expect("booted one stack"))
+        }
+    }
+}
+
+/// Gives an idle stack (its trampoline waiting for a job) back to this thread's pool.
+pub(crate) fn give(stack: Stack) {
+    let stride = stack.stride();
+    let mut stack = Some(stack);
+    with_pool(|pool| {
+        let class = pool.class(stride);
+        if class.len() < POOL_CAP {
+            class.push(stack.take().expect("not yet given"));
+        }
+    });
+    if let Some(stack) = stack {
+        reserve::give_idle([stack]);
+    }
+}
+
+/// This thread's pool statistics.
+pub fn thread_stats() -> PoolStats {
+    with_pool(|pool| {
+        let idle = pool.classes.iter().map(|(_, s)| s.len()).sum();
+        PoolStats { idle, ..pool.stats }
+    })
+    .unwrap_or_default()
+}
