@@ -41,9 +41,16 @@ compile_error!(
 mod context;
 pub mod coroutine;
 mod overflow;
+mod runtime;
+mod sched;
 pub mod stack;
+pub mod sync;
 
 pub use context::{boot_signal, set_boot_signal};
+pub use runtime::{Runtime, RuntimeBuilder, ShutdownReport, run};
+pub use sched::api::{
+    Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn, yield_now,
+};
 
 /// Internals exposed for the benchmarks only; not part of the API.
 #[doc(hidden)]

@@ -1,0 +1,205 @@
+//! The runtime: worker threads, `block_on`, and shutdown.
+//!
+//! ```
+//! let rt = sigcoro::Runtime::builder().workers(2).build().unwrap();
+//! let sum = rt.block_on(|| {
+//!     let handles: Vec<_> = (0..10u64).map(|i| sigcoro::spawn(move || i * i)).collect();
+//!     handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+//! });
+//! assert_eq!(sum, 285);
+//! let report = rt.shutdown();
+//! assert_eq!(report.alive, 0);
+//! ```
+
+use crate::sched::api::{Builder, JoinHandle};
+use crate::sched::worker::{Local, Shared};
+use crate::stack;
+use std::io;
+use std::panic;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Worker threads that run coroutines. Dropping it shuts it down (see [`Runtime::shutdown`]).
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Sets up a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    workers: Option<usize>,
+    stack_size: usize,
+    name: String,
+}
+
+/// What shutting a runtime down found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Coroutines still alive (parked, sleeping, queued or not yet started) when shutdown
+    /// began; each was cancelled and unwound on its worker, so its destructors ran.
+    pub alive: usize,
+}
+
+impl RuntimeBuilder {
+    /// How many worker threads (default: the number of available cores).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The default stack size of the coroutines spawned on this runtime, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// The worker threads' name prefix; workers are named `prefix-0`, `prefix-1`, ...
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// Starts the workers. Fails on zero or absurd worker counts, a bad stack size, or when
+    /// the threads or their epoll/eventfd descriptors cannot be created.
+    pub fn build(self) -> io::Result<Runtime> {
+        let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if workers == 0 || workers > 4096 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a runtime needs between 1 and 4096 workers, not {workers}"),
+            ));
+        }
+        stack::validate_size(self.stack_size)?;
+        let shared = Arc::new(Shared::new(workers, self.stack_size)?);
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let rt = shared.clone();
+            let spawned = std::thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || Local::run(i, rt));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    let partial = Runtime { shared, threads };
+                    drop(partial);
+                    return Err(io::Error::new(e.kind(), format!("starting worker thread {i}: {e}")));
+                }
+            }
+        }
+        Ok(Runtime { shared, threads })
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults: a worker per core, [`stack::DEFAULT_STACK_SIZE`] stacks,
+    /// threads named `sigcoro-N`.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder { workers: None, stack_size: stack::DEFAULT_STACK_SIZE, name: "sigcoro".into() }
+    }
+
+    /// Runs `f` as a coroutine on this runtime and waits for its value. A panic in `f` is
+    /// resumed here.
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, or the runtime can no longer spawn.
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self.spawn(f);
+        match handle.join() {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("sigcoro: block_on: {e}"),
+        }
+    }
+
+    /// Spawns a coroutine on this runtime from any thread.
+    ///
+    /// # Panics
+    ///
+    /// After shutdown began, or when no stack can be had; use [`Runtime::builder_spawn`] to get
+    /// those as errors.
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.builder_spawn(Builder::new(), f).unwrap_or_else(|e| panic!("sigcoro: Runtime::spawn: {e}"))
+    }
+
+    /// Spawns a coroutine set up by `builder` on this runtime, from any thread.
+    pub fn builder_spawn<F, T>(&self, builder: Builder, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        builder.spawn_on(&self.shared, f)
+    }
+
+    /// How many worker threads run this runtime.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// How many coroutines are alive now (spawned and not yet ended).
+    pub fn alive(&self) -> usize {
+        self.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Stops the runtime: no new spawns; every coroutine still alive is cancelled and unwound
+    /// on its own worker (its destructors run); then the workers exit. A coroutine spinning
+    /// without ever waiting delays this until it waits.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        let alive = self.shared.alive.load(Ordering::Acquire);
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_all();
+        let me = std::thread::current().id();
+        for t in self.threads.drain(..) {
+            assert!(t.thread().id() != me, "sigcoro: a runtime cannot be shut down from one of its own coroutines");
+            let _ = t.join();
+        }
+        ShutdownReport { alive }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        let report = self.stop();
+        if report.alive > 0 {
+            eprintln!(
+                "sigcoro: runtime dropped with {} coroutine(s) still alive; they were cancelled and unwound",
+                report.alive
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("workers", &self.workers()).field("alive", &self.alive()).finish()
+    }
+}
+
+/// Runs `f` on a new default runtime (a worker per core), shuts it down, and returns `f`'s
+/// value.
+///
+/// # Panics
+///
+/// If the runtime cannot start, or `f` panics.
+pub fn run<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let rt = Runtime::builder().build().unwrap_or_else(|e| panic!("sigcoro::run: cannot start a runtime: {e}"));
+    rt.block_on(f)
+}

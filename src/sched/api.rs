@@ -1,0 +1,338 @@
+//! The std::thread-shaped API: spawn, join, yield, sleep, park, the current coroutine.
+
+use super::park::{self, Cancelled, check_cancelled, current_task, current_task_arc, wait};
+use super::task::{Action, JoinErrorKind, Task};
+use super::worker::{self, Shared};
+use crate::coroutine::{self, Yielder};
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn outside(what: &str) -> ! {
+    panic!(
+        "sigcoro::{what} called outside a sigcoro runtime: call it from a coroutine started by \
+         Runtime::block_on, Runtime::spawn or sigcoro::run"
+    )
+}
+
+/// The running task, or a panic naming the API that needed one.
+fn running(what: &str) -> &'static Task {
+    current_task().unwrap_or_else(|| outside(what))
+}
+
+/// Spawns a coroutine on the current runtime and returns a handle to join it.
+///
+/// The coroutine starts on this worker's run queue (an idle worker may take it before it runs)
+/// and stays on whichever worker first runs it.
+///
+/// # Panics
+///
+/// Outside a runtime, after the runtime began shutting down, or when no stack can be had;
+/// [`Builder::spawn`] returns those as errors instead.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().spawn(f).unwrap_or_else(|e| panic!("sigcoro::spawn: {e}"))
+}
+
+/// Sets up a coroutine before spawning it: name and stack size, as `std::thread::Builder`.
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with no name and the runtime's stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the coroutine: [`GreenThread::name`] and overflow reports show it.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The coroutine's stack size in bytes (see [`crate::stack::min_stack_size`]).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the coroutine on the current runtime.
+    ///
+    /// Fails when called outside a runtime, after the runtime began shutting down, with a bad
+    /// stack size, or when memory or mappings run out; each error says which.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(local) = worker::local() else {
+            return Err(io::Error::other(
+                "sigcoro: spawn called outside a runtime: use Runtime::spawn, Runtime::block_on or sigcoro::run",
+            ));
+        };
+        self.spawn_on(&local.rt, f)
+    }
+
+    pub(crate) fn spawn_on<F, T>(self, rt: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if rt.shutdown.load(Ordering::Acquire) {
+            return Err(io::Error::other("sigcoro: cannot spawn: the runtime has been shut down"));
+        }
+        let mut co = coroutine::Builder::new().stack_size(self.stack_size.unwrap_or(rt.stack_size));
+        if let Some(name) = &self.name {
+            co = co.name(name.clone());
+        }
+        let co = co.build(move |y: &Yielder<(), Action>, ()| run_task_body(y, f))?;
+        let task = Arc::new(Task::new(co.id(), self.name.map(String::into_boxed_str), rt.clone(), co));
+        rt.alive.fetch_add(1, Ordering::AcqRel);
+        worker::schedule(task.clone());
+        Ok(JoinHandle { task, _marker: PhantomData })
+    }
+}
+
+/// A task's whole life on its coroutine: run `f`, catch how it ended, hand that to the joiner.
+fn run_task_body<F, T>(y: &Yielder<(), Action>, f: F)
+where
+    F: FnOnce() -> T,
+    T: Send + 'static,
+{
+    let task = current_task().expect("a task runs on its worker");
+    task.yielder.set(y);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    let result = match outcome {
+        _ if task.unwound.load(Ordering::Acquire) => Err(JoinErrorKind::Cancelled),
+        Ok(v) => Ok(Box::new(v) as Box<dyn Any + Send>),
+        Err(p) if p.is::<Cancelled>() => Err(JoinErrorKind::Cancelled),
+        Err(p) => Err(JoinErrorKind::Panic(p)),
+    };
+    let joiner = {
+        let mut j = task.lock_join();
+        j.done = true;
+        j.result = Some(result);
+        j.joiner.take()
+    };
+    if let Some(j) = joiner {
+        j.unpark();
+    }
+}
+
+/// An owned permission to join a coroutine. Dropping it detaches the coroutine.
+pub struct JoinHandle<T> {
+    task: Arc<Task>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T: 'static> JoinHandle<T> {
+    /// Waits for the coroutine to end: its value, or how it failed. Parks the caller if it is a
+    /// coroutine, blocks it if it is a plain thread.
+    pub fn join(self) -> Result<T, JoinError> {
+        loop {
+            {
+                let mut j = self.task.lock_join();
+                if j.done {
+                    return match j.result.take().expect("a task's outcome is taken once") {
+                        Ok(v) => Ok(*v.downcast::<T>().expect("the outcome has the task's type")),
+                        Err(JoinErrorKind::Panic(p)) => Err(JoinError { repr: Repr::Panic(p), id: self.task.id }),
+                        Err(JoinErrorKind::Cancelled) => Err(JoinError { repr: Repr::Cancelled, id: self.task.id }),
+                    };
+                }
+                j.joiner = Some(park::current_unparker());
+            }
+            park::park_until(None);
+        }
+    }
+
+    /// Whether the coroutine has ended (its outcome waits for `join`).
+    pub fn is_finished(&self) -> bool {
+        self.task.lock_join().done
+    }
+
+    /// Asks the coroutine to stop: at its next park, sleep or yield it unwinds, so its
+    /// destructors run and its locks are released; `join` then returns a cancelled error. A
+    /// coroutine that never waits is not interrupted (preemption does not cancel).
+    pub fn cancel(&self) {
+        self.task.cancel();
+    }
+
+    /// The coroutine this handle joins.
+    pub fn thread(&self) -> GreenThread {
+        GreenThread { task: self.task.clone() }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.task.id).finish()
+    }
+}
+
+enum Repr {
+    Panic(Box<dyn Any + Send>),
+    Cancelled,
+}
+
+/// Why a joined coroutine has no value: it panicked, or it was cancelled.
+pub struct JoinError {
+    repr: Repr,
+    id: u64,
+}
+
+impl JoinError {
+    /// Whether the coroutine panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// Whether the coroutine was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled)
+    }
+
+    /// The panic payload, to inspect or to `resume_unwind` with.
+    ///
+    /// # Panics
+    ///
+    /// If the coroutine was cancelled rather than panicking.
+    pub fn into_panic(self) -> Box<dyn Any + Send> {
+        self.try_into_panic().unwrap_or_else(|_| panic!("sigcoro: JoinError::into_panic on a cancelled coroutine"))
+    }
+
+    /// The panic payload, or the error back if the coroutine was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, JoinError> {
+        match self.repr {
+            Repr::Panic(p) => Ok(p),
+            Repr::Cancelled => Err(self),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled => write!(f, "coroutine {} was cancelled", self.id),
+            Repr::Panic(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("<non-string payload>");
+                write!(f, "coroutine {} panicked: {msg}", self.id)
+            }
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Puts the running coroutine at the back of its worker's run queue. Also a safe point and a
+/// cancellation point.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn yield_now() {
+    let task = running("yield_now");
+    wait(task, Action::Yield);
+}
+
+/// Sleeps the running coroutine for at least `dur`; its worker runs others meanwhile. Park
+/// tokens are left alone.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn sleep(dur: Duration) {
+    sleep_until(Instant::now() + dur);
+}
+
+/// Sleeps the running coroutine until `deadline`.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn sleep_until(deadline: Instant) {
+    let task = running("sleep_until");
+    while Instant::now() < deadline {
+        wait(task, Action::Sleep(deadline));
+    }
+    check_cancelled(task);
+}
+
+/// Parks the running coroutine until [`GreenThread::unpark`] is called on it (or spuriously),
+/// as `std::thread::park`.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn park() {
+    running("park");
+    park::park_until(None);
+}
+
+/// Parks the running coroutine for at most `dur`, as `std::thread::park_timeout`.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn park_timeout(dur: Duration) {
+    running("park_timeout");
+    park::park_until(Some(Instant::now() + dur));
+}
+
+/// A handle to the running coroutine.
+///
+/// # Panics
+///
+/// Outside a runtime.
+pub fn current() -> GreenThread {
+    GreenThread { task: current_task_arc().unwrap_or_else(|| outside("current")) }
+}
+
+/// A handle to a coroutine of a runtime: its id, its name, and a way to unpark it.
+#[derive(Clone)]
+pub struct GreenThread {
+    task: Arc<Task>,
+}
+
+impl GreenThread {
+    /// The coroutine's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.task.id
+    }
+
+    /// The name given with [`Builder::name`].
+    pub fn name(&self) -> Option<&str> {
+        self.task.name.as_deref()
+    }
+
+    /// Sets the coroutine's park token, waking it if it is parked. Callable from any thread.
+    pub fn unpark(&self) {
+        self.task.unpark();
+    }
+}
+
+impl fmt::Debug for GreenThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GreenThread").field("id", &self.task.id).field("name", &self.name()).finish()
+    }
+}

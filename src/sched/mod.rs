@@ -1,0 +1,7 @@
+//! The per-worker scheduler: tasks, run queues, parking, timers, and the std::thread-shaped API.
+
+pub(crate) mod api;
+pub(crate) mod park;
+pub(crate) mod task;
+pub(crate) mod timer;
+pub(crate) mod worker;

@@ -1,0 +1,128 @@
+//! Parking: how a waiting coroutine (or OS thread) sleeps until something wakes it.
+//!
+//! The sync primitives are built on three calls: [`current_unparker`] (a handle to whoever is
+//! running), [`park_until`] (sleep until unparked or a deadline), and [`Unparker::unpark`]. They
+//! work the same for coroutines on a runtime worker, which park without blocking the worker, and
+//! for plain OS threads, which park with `std::thread::park`.
+//!
+//! Semantics are std's: every unparker carries one token. `unpark` sets it; `park_until`
+//! consumes it and returns at once if it was set, else sleeps until it is set or the deadline
+//! passes. Parking may also end spuriously, so callers loop on their own condition.
+//!
+//! Inside a coroutine, `park_until` is a cancellation point: if the coroutine was cancelled it
+//! unwinds (so callers must keep their state consistent across it, e.g. with a drop guard).
+
+use super::task::{Action, EMPTY, NOTIFIED, Task};
+use super::worker;
+use std::panic;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A handle that wakes one parked coroutine or thread.
+#[derive(Clone)]
+pub(crate) enum Unparker {
+    /// A coroutine of a runtime.
+    Task(Arc<Task>),
+    /// An OS thread outside any coroutine.
+    Thread(std::thread::Thread),
+}
+
+impl std::fmt::Debug for Unparker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unparker::Task(t) => write!(f, "Unparker(coroutine {})", t.id),
+            Unparker::Thread(t) => write!(f, "Unparker(thread {:?})", t.id()),
+        }
+    }
+}
+
+impl Unparker {
+    /// Sets the token of whoever this handle belongs to, waking it if it is parked.
+    pub(crate) fn unpark(&self) {
+        match self {
+            Unparker::Task(t) => t.unpark(),
+            Unparker::Thread(t) => t.unpark(),
+        }
+    }
+}
+
+/// The payload a cancelled coroutine unwinds with.
+pub(crate) struct Cancelled;
+
+/// The task running on this thread, if this thread is a worker inside a coroutine.
+pub(crate) fn current_task() -> Option<&'static Task> {
+    let local = worker::local()?;
+    // SAFETY: `current` points at the task the worker is running, which it keeps alive (it holds
+    // an `Arc`) until the task suspends; only that task's own code calls this.
+    unsafe { local.current.get().as_ref() }
+}
+
+/// An owning handle to the running task.
+pub(crate) fn current_task_arc() -> Option<Arc<Task>> {
+    let task = current_task()?;
+    // SAFETY: `task` came from `Arc::as_ptr` of an Arc the worker holds; we add a reference.
+    unsafe {
+        Arc::increment_strong_count(task);
+        Some(Arc::from_raw(task))
+    }
+}
+
+/// A handle to the running coroutine, or to the running thread outside coroutines.
+pub(crate) fn current_unparker() -> Unparker {
+    match current_task_arc() {
+        Some(task) => Unparker::Task(task),
+        None => Unparker::Thread(std::thread::current()),
+    }
+}
+
+/// Unwinds the running coroutine if it was cancelled, unless it is already unwinding.
+pub(crate) fn check_cancelled(task: &Task) {
+    if task.cancelled.load(Ordering::Acquire) && !std::thread::panicking() {
+        task.unwound.store(true, Ordering::Release);
+        panic::resume_unwind(Box::new(Cancelled));
+    }
+}
+
+/// Suspends the running task to its worker with `action`: the one way a coroutine waits.
+/// Does nothing while the coroutine unwinds (it never switches out mid-unwind, which would
+/// leave the thread's panic count raised under other coroutines).
+pub(crate) fn wait(task: &Task, action: Action) {
+    check_cancelled(task);
+    if std::thread::panicking() {
+        return;
+    }
+    let yielder = task.yielder.get();
+    // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
+    // that task, running on its own stack.
+    unsafe { (*yielder).suspend(action) };
+    task.wait_seq.fetch_add(1, Ordering::Relaxed);
+    check_cancelled(task);
+}
+
+/// Parks the caller until its token is set or `deadline` passes (never, for `None`); may
+/// return spuriously.
+pub(crate) fn park_until(deadline: Option<Instant>) {
+    let Some(task) = current_task() else {
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let now = Instant::now();
+                if d > now {
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+        return;
+    };
+    if task.park.compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        check_cancelled(task);
+        return;
+    }
+    if deadline.is_some_and(|d| d <= Instant::now()) {
+        check_cancelled(task);
+        return;
+    }
+    wait(task, Action::Park(deadline));
+    task.park.store(EMPTY, Ordering::Release);
+}

@@ -1,0 +1,147 @@
+//! A task: one spawned coroutine, its wait states, and the slot its outcome goes to.
+//!
+//! # Wait states
+//!
+//! `park` is a token, as in std: [`EMPTY`] → `unpark` → [`NOTIFIED`]; a park that finds the
+//! token consumes it and returns. Otherwise the coroutine yields [`Action::Park`] and its worker
+//! moves the state `EMPTY → PARKED`; if that fails the token arrived meanwhile and the task runs
+//! again at once. `unpark` swaps in `NOTIFIED`, and whoever swaps out `PARKED` schedules it.
+//!
+//! `sleep` is separate, so a sleeper never eats a park token: the worker sets `sleeping` and
+//! arms a timer; the timer or a cancellation that swaps `sleeping` back to false schedules it.
+//!
+//! Timers carry the task's `wait_seq` from when they were armed; a task bumps it each time it
+//! returns from a wait, so a stale timer finds a different number and does nothing.
+
+use super::worker;
+use crate::coroutine::{Coroutine, Yielder};
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub(crate) const EMPTY: u8 = 0;
+pub(crate) const NOTIFIED: u8 = 1;
+pub(crate) const PARKED: u8 = 2;
+
+/// `owner` of a task that has not run yet: any worker may take it.
+pub(crate) const UNSTARTED: usize = usize::MAX;
+
+/// What a task's coroutine asks of its worker when it suspends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Action {
+    /// Run me again after the others queued now.
+    Yield,
+    /// Park me until unparked, or until the deadline.
+    Park(Option<Instant>),
+    /// Wake me at the deadline (or on cancellation); park tokens are left alone.
+    Sleep(Instant),
+}
+
+/// The outcome slot, shared by the task and its join handle.
+#[derive(Default)]
+pub(crate) struct JoinState {
+    pub done: bool,
+    pub result: Option<Result<Box<dyn Any + Send>, JoinErrorKind>>,
+    pub joiner: Option<super::park::Unparker>,
+}
+
+/// How a task ended without a value.
+pub(crate) enum JoinErrorKind {
+    Panic(Box<dyn Any + Send>),
+    Cancelled,
+}
+
+/// A spawned coroutine.
+pub(crate) struct Task {
+    pub id: u64,
+    pub name: Option<Box<str>>,
+    /// The runtime this task belongs to.
+    pub rt: Arc<worker::Shared>,
+    /// The worker that runs it, or [`UNSTARTED`].
+    pub owner: AtomicUsize,
+    pub park: AtomicU8,
+    pub sleeping: AtomicBool,
+    pub wait_seq: AtomicU64,
+    pub cancelled: AtomicBool,
+    /// Set once a cancellation has started unwinding the task: it ends cancelled, whatever it
+    /// catches.
+    pub unwound: AtomicBool,
+    /// Slot in its worker's registry of live tasks (owner thread only).
+    pub slot: AtomicUsize,
+    /// The coroutine's yielder, set when it starts (running worker only).
+    pub yielder: Cell<*const Yielder<(), Action>>,
+    pub join: Mutex<JoinState>,
+    coroutine: UnsafeCell<Option<Coroutine<(), Action, ()>>>,
+}
+
+// SAFETY: `coroutine` is touched only by the one worker that holds the task in its run queue
+// (before the first run, whichever worker dequeues it; after, its owner), never concurrently;
+// an unstarted coroutine has touched no thread-local state, so it may change threads. Every
+// other field is atomic or locked.
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
+
+impl Task {
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Box<str>>,
+        rt: Arc<worker::Shared>,
+        coroutine: Coroutine<(), Action, ()>,
+    ) -> Task {
+        Task {
+            id,
+            name,
+            rt,
+            owner: AtomicUsize::new(UNSTARTED),
+            park: AtomicU8::new(EMPTY),
+            sleeping: AtomicBool::new(false),
+            wait_seq: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+            unwound: AtomicBool::new(false),
+            slot: AtomicUsize::new(usize::MAX),
+            yielder: Cell::new(std::ptr::null()),
+            join: Mutex::new(JoinState::default()),
+            coroutine: UnsafeCell::new(Some(coroutine)),
+        }
+    }
+
+    /// The task's coroutine.
+    ///
+    /// # Safety
+    ///
+    /// Only the worker that dequeued this task may call it, and not while a previous borrow
+    /// lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn coroutine(&self) -> &mut Option<Coroutine<(), Action, ()>> {
+        // SAFETY: the caller is the one worker running this task.
+        unsafe { &mut *self.coroutine.get() }
+    }
+
+    /// Sets the park token; schedules the task if it was parked.
+    pub(crate) fn unpark(self: &Arc<Self>) {
+        if self.park.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            worker::schedule(self.clone());
+        }
+    }
+
+    /// Wakes a sleeping task early (for cancellation and shutdown).
+    pub(crate) fn interrupt_sleep(self: &Arc<Self>) {
+        if self.sleeping.swap(false, Ordering::AcqRel) {
+            worker::schedule(self.clone());
+        }
+    }
+
+    /// Asks the task to unwind at its next park, sleep or yield.
+    pub(crate) fn cancel(self: &Arc<Self>) {
+        self.cancelled.store(true, Ordering::Release);
+        self.unpark();
+        self.interrupt_sleep();
+    }
+
+    pub(crate) fn lock_join(&self) -> std::sync::MutexGuard<'_, JoinState> {
+        self.join.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,409 @@
+//! Workers: one OS thread each, with a FIFO run queue, a registry of the coroutines it owns,
+//! timers, and an epoll instance it sleeps in when idle.
+//!
+//! A coroutine that has run stays on its worker: Rust and libc cache thread-local addresses in
+//! registers, so moving a suspended coroutine to another thread would corrupt them. Tasks that
+//! have not run yet may go anywhere: an idle worker posts a steal request to a busy one, which
+//! hands over half of its unstarted tasks at its next scheduling point.
+//!
+//! Wakeups from other threads go to the owner's remote queue; the waker writes the owner's
+//! eventfd only if the owner said it was going to sleep (`sleeping`), with SeqCst on both sides
+//! so that either the waker sees `sleeping` or the worker sees the queued task.
+
+use super::task::{Action, PARKED, Task, UNSTARTED};
+use super::timer::{TimerKind, Timers};
+use crate::coroutine::CoroutineResult;
+use std::cell::{Cell, UnsafeCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How many tasks a worker runs between looks at its remote queue, timers and steal requests.
+const BATCH: usize = 64;
+
+/// What every thread may see of one worker.
+pub(crate) struct WorkerShared {
+    remote: Mutex<Vec<Arc<Task>>>,
+    remote_len: AtomicUsize,
+    sleeping: AtomicBool,
+    /// Index + 1 of an idle worker asking for unstarted tasks; 0 when nobody asks.
+    steal_request: AtomicUsize,
+    /// How many tasks this worker had queued at its last look (a hint for thieves).
+    queued: AtomicUsize,
+    eventfd: OwnedFd,
+    epoll: OwnedFd,
+}
+
+/// The runtime's state shared by its workers, its handles and its tasks.
+pub(crate) struct Shared {
+    pub workers: Box<[WorkerShared]>,
+    pub shutdown: AtomicBool,
+    pub next_worker: AtomicUsize,
+    pub alive: AtomicUsize,
+    pub stack_size: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(workers: usize, stack_size: usize) -> io::Result<Shared> {
+        let workers = (0..workers).map(|_| WorkerShared::new()).collect::<io::Result<Vec<_>>>()?;
+        Ok(Shared {
+            workers: workers.into_boxed_slice(),
+            shutdown: AtomicBool::new(false),
+            next_worker: AtomicUsize::new(0),
+            alive: AtomicUsize::new(0),
+            stack_size,
+        })
+    }
+
+    /// Wakes every worker (for shutdown).
+    pub(crate) fn wake_all(&self) {
+        for w in self.workers.iter() {
+            w.wake();
+        }
+    }
+}
+
+impl WorkerShared {
+    fn new() -> io::Result<WorkerShared> {
+        // SAFETY: plain syscalls; the fds are owned at once.
+        let (eventfd, epoll) = unsafe {
+            let efd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+            if efd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let eventfd = OwnedFd::from_raw_fd(efd);
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let epoll = OwnedFd::from_raw_fd(ep);
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+            if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            (eventfd, epoll)
+        };
+        Ok(WorkerShared {
+            remote: Mutex::new(Vec::new()),
+            remote_len: AtomicUsize::new(0),
+            sleeping: AtomicBool::new(false),
+            steal_request: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            eventfd,
+            epoll,
+        })
+    }
+
+    fn push_remote(&self, task: Arc<Task>) {
+        self.push_remote_many(std::iter::once(task));
+    }
+
+    fn push_remote_many(&self, tasks: impl IntoIterator<Item = Arc<Task>>) {
+        let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        q.extend(tasks);
+        self.remote_len.store(q.len(), Ordering::SeqCst);
+        drop(q);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our own eventfd; EAGAIN (counter full) still wakes.
+        unsafe { libc::write(self.eventfd.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+}
+
+/// A worker's own state, reachable from its thread only.
+pub(crate) struct Local {
+    pub index: usize,
+    pub rt: Arc<Shared>,
+    queue: UnsafeCell<VecDeque<Arc<Task>>>,
+    /// Live tasks that have run here, by slot; the free slots.
+    registry: UnsafeCell<(Vec<Option<Arc<Task>>>, Vec<usize>)>,
+    timers: UnsafeCell<Timers>,
+    /// The task running now (null on the worker's own stack).
+    pub current: Cell<*const Task>,
+}
+
+thread_local! {
+    static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The worker state of this thread, if it is a worker.
+pub(crate) fn local() -> Option<&'static Local> {
+    let p = LOCAL.with(|l| l.get());
+    // SAFETY: a worker sets the pointer to its `Local`, which outlives every task it runs and is
+    // cleared before the worker returns; the reference never leaves the thread.
+    unsafe { p.as_ref() }
+}
+
+/// Makes a task runnable on the right worker.
+pub(crate) fn schedule(task: Arc<Task>) {
+    let owner = task.owner.load(Ordering::Acquire);
+    if let Some(local) = local()
+        && Arc::ptr_eq(&local.rt, &task.rt)
+        && (owner == local.index || owner == UNSTARTED)
+    {
+        // SAFETY: the queue belongs to this thread, and nothing else borrows it now.
+        unsafe { (*local.queue.get()).push_back(task) };
+        return;
+    }
+    let rt = task.rt.clone();
+    let target = if owner == UNSTARTED {
+        rt.next_worker.fetch_add(1, Ordering::Relaxed) % rt.workers.len()
+    } else {
+        owner
+    };
+    rt.workers[target].push_remote(task);
+}
+
+impl Local {
+    /// Runs one worker until shutdown, then unwinds what it still owns.
+    pub(crate) fn run(index: usize, rt: Arc<Shared>) {
+        let local = Local {
+            index,
+            rt,
+            queue: UnsafeCell::new(VecDeque::new()),
+            registry: UnsafeCell::new((Vec::new(), Vec::new())),
+            timers: UnsafeCell::new(Timers::default()),
+            current: Cell::new(std::ptr::null()),
+        };
+        LOCAL.with(|l| l.set(&local));
+        local.main_loop();
+        local.shut_down();
+        LOCAL.with(|l| l.set(std::ptr::null()));
+    }
+
+    fn me(&self) -> &WorkerShared {
+        &self.rt.workers[self.index]
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn queue(&self) -> &mut VecDeque<Arc<Task>> {
+        // SAFETY: only this worker's thread reaches its queue, and no borrow of it outlives one
+        // statement here (running a task never happens while it is borrowed).
+        unsafe { &mut *self.queue.get() }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn timers(&self) -> &mut Timers {
+        // SAFETY: as for the queue.
+        unsafe { &mut *self.timers.get() }
+    }
+
+    fn main_loop(&self) {
+        loop {
+            for _ in 0..BATCH {
+                let Some(task) = self.queue().pop_front() else { break };
+                self.run_task(task);
+            }
+            self.take_remote();
+            self.fire_timers();
+            self.answer_steal_request();
+            if !self.queue().is_empty() {
+                continue;
+            }
+            if self.rt.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            self.ask_for_work();
+            self.idle();
+        }
+    }
+
+    fn run_task(&self, task: Arc<Task>) {
+        if task.owner.load(Ordering::Relaxed) == UNSTARTED {
+            task.owner.store(self.index, Ordering::Release);
+            // SAFETY: registry is this thread's.
+            let (slots, free) = unsafe { &mut *self.registry.get() };
+            let slot = free.pop().unwrap_or_else(|| {
+                slots.push(None);
+                slots.len() - 1
+            });
+            slots[slot] = Some(task.clone());
+            task.slot.store(slot, Ordering::Relaxed);
+        }
+        self.current.set(Arc::as_ptr(&task));
+        // SAFETY: we dequeued the task, so we are the one worker that may run it.
+        let co = unsafe { task.coroutine() };
+        let outcome = co.as_mut().expect("a queued task has a coroutine").resume(());
+        self.current.set(std::ptr::null());
+        match outcome {
+            CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
+            CoroutineResult::Yield(Action::Park(deadline)) => {
+                if let Some(d) = deadline {
+                    let seq = task.wait_seq.load(Ordering::Relaxed);
+                    self.timers().push(d, seq, TimerKind::Park, task.clone());
+                }
+                if task.park.compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                    self.queue().push_back(task);
+                }
+            }
+            CoroutineResult::Yield(Action::Sleep(deadline)) => {
+                let seq = task.wait_seq.load(Ordering::Relaxed);
+                task.sleeping.store(true, Ordering::Release);
+                self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
+                if task.cancelled.load(Ordering::Acquire) {
+                    task.interrupt_sleep();
+                }
+            }
+            CoroutineResult::Return(()) => {
+                *co = None;
+                // SAFETY: registry is this thread's.
+                let (slots, free) = unsafe { &mut *self.registry.get() };
+                let slot = task.slot.load(Ordering::Relaxed);
+                slots[slot] = None;
+                free.push(slot);
+                self.rt.alive.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn take_remote(&self) {
+        let me = self.me();
+        if me.remote_len.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut q = me.remote.lock().unwrap_or_else(|e| e.into_inner());
+        me.remote_len.store(0, Ordering::SeqCst);
+        self.queue().extend(q.drain(..));
+    }
+
+    fn fire_timers(&self) {
+        if self.timers().is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((seq, kind, task)) = self.timers().pop_expired(now) {
+            if task.wait_seq.load(Ordering::Relaxed) != seq {
+                continue;
+            }
+            match kind {
+                TimerKind::Park => task.unpark(),
+                TimerKind::Sleep => task.interrupt_sleep(),
+            }
+        }
+    }
+
+    /// Hands half of our unstarted tasks to an idle worker that asked for work.
+    fn answer_steal_request(&self) {
+        let me = self.me();
+        me.queued.store(self.queue().len(), Ordering::Relaxed);
+        let thief = me.steal_request.load(Ordering::Relaxed);
+        if thief == 0 {
+            return;
+        }
+        me.steal_request.store(0, Ordering::Relaxed);
+        let queue = self.queue();
+        let unstarted = queue.iter().filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED).count();
+        let mut give = unstarted / 2;
+        if give == 0 {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(queue.len());
+        let mut taken = Vec::with_capacity(give);
+        for t in queue.drain(..) {
+            if give > 0 && t.owner.load(Ordering::Relaxed) == UNSTARTED {
+                give -= 1;
+                taken.push(t);
+            } else {
+                kept.push_back(t);
+            }
+        }
+        *queue = kept;
+        self.rt.workers[thief - 1].push_remote_many(taken);
+    }
+
+    /// Posts a steal request to the busiest other worker.
+    fn ask_for_work(&self) {
+        let victim = (0..self.rt.workers.len())
+            .filter(|&i| i != self.index)
+            .max_by_key(|&i| self.rt.workers[i].queued.load(Ordering::Relaxed));
+        if let Some(v) = victim
+            && self.rt.workers[v].queued.load(Ordering::Relaxed) > 1
+        {
+            let _ = self.rt.workers[v].steal_request.compare_exchange(
+                0,
+                self.index + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Sleeps in epoll until woken or the next timer is due.
+    fn idle(&self) {
+        let me = self.me();
+        me.sleeping.store(true, Ordering::SeqCst);
+        if me.remote_len.load(Ordering::SeqCst) == 0 && !self.rt.shutdown.load(Ordering::SeqCst) {
+            let timeout = match self.timers().next_deadline() {
+                None => -1,
+                Some(d) => {
+                    let now = Instant::now();
+                    // Round up, so we never wake before the deadline and spin.
+                    d.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                }
+            };
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+            // SAFETY: our own epoll fd and a local buffer; EINTR just ends the wait early.
+            unsafe { libc::epoll_wait(me.epoll.as_raw_fd(), events.as_mut_ptr(), 8, timeout) };
+            let mut buf = 0u64;
+            // SAFETY: draining our own non-blocking eventfd.
+            unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
+        }
+        me.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// After shutdown was asked: cancel every live task this worker owns and run them until
+    /// they have all unwound, so their destructors run on the thread they belong to.
+    fn shut_down(&self) {
+        loop {
+            self.take_remote();
+            // SAFETY: registry is this thread's.
+            let live: Vec<Arc<Task>> = unsafe { (*self.registry.get()).0.iter().flatten().cloned().collect() };
+            for task in &live {
+                task.cancel();
+            }
+            if live.is_empty() && self.queue().is_empty() {
+                break;
+            }
+            while let Some(task) = self.queue().pop_front() {
+                if task.owner.load(Ordering::Relaxed) == UNSTARTED {
+                    // Never started: dropping it drops its closure; it never ran.
+                    // SAFETY: we dequeued it.
+                    unsafe { *task.coroutine() = None };
+                    self.rt.alive.fetch_sub(1, Ordering::AcqRel);
+                    finish_cancelled(&task);
+                    continue;
+                }
+                self.run_task(task);
+            }
+            self.take_remote();
+            if self.queue().is_empty() {
+                self.idle_briefly();
+            }
+        }
+    }
+
+    fn idle_briefly(&self) {
+        std::thread::yield_now();
+    }
+}
+
+/// Records a cancellation outcome for a task that never ran, waking its joiner.
+fn finish_cancelled(task: &Task) {
+    let joiner = {
+        let mut j = task.lock_join();
+        j.done = true;
+        j.result = Some(Err(super::task::JoinErrorKind::Cancelled));
+        j.joiner.take()
+    };
+    if let Some(j) = joiner {
+        j.unpark();
+    }
+}

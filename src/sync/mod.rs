@@ -1,0 +1,1 @@
+//! Synchronisation that parks coroutines, not threads (and works from plain threads too).
