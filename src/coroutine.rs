@@ -46,10 +46,10 @@ use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::mem::{align_of, size_of};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::mem::{align_of, size_of};
 
 /// What a [`Coroutine::resume`] came back with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,7 +122,10 @@ impl<I, Y> Yielder<I, Y> {
             panic::resume_unwind(Box::new(ForcedUnwind));
         }
         let mut value = ManuallyDrop::new(value);
-        let sent = Transfer { value: encode(&mut value), tag: tag::VALUE };
+        let sent = Transfer {
+            value: encode(&mut value),
+            tag: tag::VALUE,
+        };
         // SAFETY: we run on the coroutine's stack, resumed through `link` by the resumer that
         // now waits; it decodes `value` before it resumes us again.
         let got = unsafe { suspend(self.link, sent) };
@@ -180,7 +183,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         };
         let link = stack.link();
         let mut input = ManuallyDrop::new(input);
-        let sent = Transfer { value: encode(&mut input), tag: tag::VALUE };
+        let sent = Transfer {
+            value: encode(&mut input),
+            tag: tag::VALUE,
+        };
         // SAFETY: the coroutine is suspended (or waiting for its first input) in its link; it
         // takes the input before it suspends back to us.
         let got = unsafe { resume(link, sent) };
@@ -222,7 +228,13 @@ impl<I, Y, R> Drop for Coroutine<I, Y, R> {
         // SAFETY: as in `resume`; the END tag asks the coroutine to unwind to its entry, which
         // then ends with an outcome we drop here.
         unsafe {
-            let got = resume(stack.link(), Transfer { value: 0, tag: tag::END });
+            let got = resume(
+                stack.link(),
+                Transfer {
+                    value: 0,
+                    tag: tag::END,
+                },
+            );
             debug_assert_eq!(got.tag, tag::END, "an unwinding coroutine cannot suspend");
             drop(ptr::read(got.value as *const std::thread::Result<R>));
         }
@@ -232,7 +244,10 @@ impl<I, Y, R> Drop for Coroutine<I, Y, R> {
 
 impl<I, Y, R> std::fmt::Debug for Coroutine<I, Y, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coroutine").field("id", &self.id).field("finished", &self.is_finished()).finish()
+        f.debug_struct("Coroutine")
+            .field("id", &self.id)
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 
@@ -253,7 +268,11 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 impl<I, Y, R> Builder<I, Y, R> {
     /// A builder with the default stack size and no name.
     pub fn new() -> Self {
-        Builder { stack_size: stack::DEFAULT_STACK_SIZE, name: None, _marker: PhantomData }
+        Builder {
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            name: None,
+            _marker: PhantomData,
+        }
     }
 
     /// The usable stack size in bytes, rounded up to whole pages. Checked by
@@ -283,11 +302,26 @@ impl<I, Y, R> Builder<I, Y, R> {
         // SAFETY: we own the idle stack; its header is ours to write.
         unsafe { (*header).set_owner(id, self.name.as_deref()) };
         let mut f = ManuallyDrop::new(f);
-        let job = Job { run: entry::<F, I, Y, R>, data: (&raw mut f).cast() };
+        let job = Job {
+            run: entry::<F, I, Y, R>,
+            data: (&raw mut f).cast(),
+        };
         // SAFETY: the stack is idle in its trampoline loop, which takes `job`, enters `entry`,
         // moves `f` out of our frame and suspends back before we go on.
-        unsafe { resume(stack.link(), Transfer { value: &raw const job as usize, tag: tag::VALUE }) };
-        Ok(Coroutine { stack: Some(stack), id, _marker: PhantomData })
+        unsafe {
+            resume(
+                stack.link(),
+                Transfer {
+                    value: &raw const job as usize,
+                    tag: tag::VALUE,
+                },
+            )
+        };
+        Ok(Coroutine {
+            stack: Some(stack),
+            id,
+            _marker: PhantomData,
+        })
     }
 }
 
@@ -311,8 +345,20 @@ where
     // SAFETY: `header` is our stack's; the builder resumed us through its link and waits.
     let link = unsafe { &raw mut (*header).link };
     // SAFETY: as above: back to the builder, then wait for the first resume (or a drop).
-    let first = unsafe { suspend(link, Transfer { value: 0, tag: tag::VALUE }) };
-    let yielder = Yielder { link, unwinding: Cell::new(false), _marker: PhantomData };
+    let first = unsafe {
+        suspend(
+            link,
+            Transfer {
+                value: 0,
+                tag: tag::VALUE,
+            },
+        )
+    };
+    let yielder = Yielder {
+        link,
+        unwinding: Cell::new(false),
+        _marker: PhantomData,
+    };
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         if first.tag == tag::END {
             drop(f);
@@ -329,7 +375,16 @@ where
     let outcome = ManuallyDrop::new(outcome);
     // SAFETY: the resumer reads `outcome` (taking ownership) before this stack runs anything
     // else; it comes back here only with the next job.
-    unsafe { suspend(link, Transfer { value: &raw const outcome as usize, tag: tag::END }) }.value
+    unsafe {
+        suspend(
+            link,
+            Transfer {
+                value: &raw const outcome as usize,
+                tag: tag::END,
+            },
+        )
+    }
+    .value
 }
 
 /// Process-unique coroutine ids, handed to each thread in blocks to keep the counter cold.

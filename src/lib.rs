@@ -51,6 +51,8 @@ pub use runtime::{Runtime, RuntimeBuilder, ShutdownReport, run};
 pub use sched::api::{
     Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn, yield_now,
 };
+pub use sched::local::CoroutineLocal;
+pub use sched::scope::{Scope, ScopedJoinHandle, scope};
 
 /// Internals exposed for the benchmarks only; not part of the API.
 #[doc(hidden)]

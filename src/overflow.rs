@@ -74,7 +74,11 @@ impl AltStack {
         let Ok(map) = MmapOptions::new().len(size).stack().map_anon() else {
             return AltStack(None);
         };
-        let stack = libc::stack_t { ss_sp: map.as_ptr() as *mut libc::c_void, ss_flags: 0, ss_size: size };
+        let stack = libc::stack_t {
+            ss_sp: map.as_ptr() as *mut libc::c_void,
+            ss_flags: 0,
+            ss_size: size,
+        };
         // SAFETY: the mapping lives as long as this thread's AltStack, which disables it first.
         unsafe { libc::sigaltstack(&stack, ptr::null_mut()) };
         AltStack(Some(map))
@@ -84,7 +88,11 @@ impl AltStack {
 impl Drop for AltStack {
     fn drop(&mut self) {
         if self.0.is_some() {
-            let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+            let off = libc::stack_t {
+                ss_sp: ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
             // SAFETY: disabling our alternate stack before its memory goes away.
             unsafe { libc::sigaltstack(&off, ptr::null_mut()) };
         }
@@ -103,7 +111,11 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
     }
-    let prev = if sig == libc::SIGSEGV { PREV_SEGV.get() } else { PREV_BUS.get() };
+    let prev = if sig == libc::SIGSEGV {
+        PREV_SEGV.get()
+    } else {
+        PREV_BUS.get()
+    };
     match prev {
         Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
             if p.sa_flags & libc::SA_SIGINFO != 0 {

@@ -63,7 +63,9 @@ impl RuntimeBuilder {
     /// Starts the workers. Fails on zero or absurd worker counts, a bad stack size, or when
     /// the threads or their epoll/eventfd descriptors cannot be created.
     pub fn build(self) -> io::Result<Runtime> {
-        let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if workers == 0 || workers > 4096 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -75,7 +77,9 @@ impl RuntimeBuilder {
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
-            let spawned = std::thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || Local::run(i, rt));
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.name))
+                .spawn(move || Local::run(i, rt));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -93,7 +97,11 @@ impl Runtime {
     /// A builder with the defaults: a worker per core, [`stack::DEFAULT_STACK_SIZE`] stacks,
     /// threads named `sigcoro-N`.
     pub fn builder() -> RuntimeBuilder {
-        RuntimeBuilder { workers: None, stack_size: stack::DEFAULT_STACK_SIZE, name: "sigcoro".into() }
+        RuntimeBuilder {
+            workers: None,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            name: "sigcoro".into(),
+        }
     }
 
     /// Runs `f` as a coroutine on this runtime and waits for its value. A panic in `f` is
@@ -126,7 +134,8 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.builder_spawn(Builder::new(), f).unwrap_or_else(|e| panic!("sigcoro: Runtime::spawn: {e}"))
+        self.builder_spawn(Builder::new(), f)
+            .unwrap_or_else(|e| panic!("sigcoro: Runtime::spawn: {e}"))
     }
 
     /// Spawns a coroutine set up by `builder` on this runtime, from any thread.
@@ -161,7 +170,10 @@ impl Runtime {
         self.shared.wake_all();
         let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            assert!(t.thread().id() != me, "sigcoro: a runtime cannot be shut down from one of its own coroutines");
+            assert!(
+                t.thread().id() != me,
+                "sigcoro: a runtime cannot be shut down from one of its own coroutines"
+            );
             let _ = t.join();
         }
         ShutdownReport { alive }
@@ -185,7 +197,10 @@ impl Drop for Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.workers()).field("alive", &self.alive()).finish()
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers())
+            .field("alive", &self.alive())
+            .finish()
     }
 }
 
@@ -200,6 +215,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let rt = Runtime::builder().build().unwrap_or_else(|e| panic!("sigcoro::run: cannot start a runtime: {e}"));
+    let rt = Runtime::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("sigcoro::run: cannot start a runtime: {e}"));
     rt.block_on(f)
 }

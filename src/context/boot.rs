@@ -124,7 +124,14 @@ fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Resul
     let contexts = {
         let _lock = BOOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: we hold the boot lock, and the slots were just carved for us alone.
-        unsafe { with_boot_signal(|sig| slots.iter().map(|&s| boot_one(sig, s, stride)).collect::<io::Result<Vec<_>>>()) }
+        unsafe {
+            with_boot_signal(|sig| {
+                slots
+                    .iter()
+                    .map(|&s| boot_one(sig, s, stride))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+        }
     };
     let contexts = contexts?;
     for (&slot, &sp) in slots.iter().zip(&contexts) {
@@ -196,7 +203,11 @@ unsafe fn boot_one(sig: libc::c_int, slot: usize, stride: usize) -> io::Result<u
     BOOT_LO.store(low, Ordering::Relaxed);
     BOOT_HI.store(header as usize, Ordering::Relaxed);
     BOOT_SP.store(0, Ordering::Relaxed);
-    let stack = libc::stack_t { ss_sp: low as *mut libc::c_void, ss_flags: 0, ss_size: header as usize - low };
+    let stack = libc::stack_t {
+        ss_sp: low as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: header as usize - low,
+    };
     // SAFETY: plain libc calls; every signal but `sig` stays blocked, so only the boot handler
     // can run, on the stack we just installed.
     unsafe {
@@ -206,7 +217,10 @@ unsafe fn boot_one(sig: libc::c_int, slot: usize, stride: usize) -> io::Result<u
         let rc = libc::pthread_kill(libc::pthread_self(), sig);
         if rc != 0 {
             let err = io::Error::from_raw_os_error(rc);
-            return Err(io::Error::new(err.kind(), format!("booting a coroutine stack: sending signal {sig} to this thread failed: {err}")));
+            return Err(io::Error::new(
+                err.kind(),
+                format!("booting a coroutine stack: sending signal {sig} to this thread failed: {err}"),
+            ));
         }
         let mut wait = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigfillset(wait.as_mut_ptr());

@@ -1,7 +1,7 @@
 //! The std::thread-shaped API: spawn, join, yield, sleep, park, the current coroutine.
 
 use super::park::{self, Cancelled, check_cancelled, current_task, current_task_arc, wait};
-use super::task::{Action, JoinErrorKind, Task};
+use super::task::{Action, Body, JoinErrorKind, Task};
 use super::worker::{self, Shared};
 use crate::coroutine::{self, Yielder};
 use std::any::Any;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+#[cold]
+#[inline(never)]
 fn outside(what: &str) -> ! {
     panic!(
         "sigcoro::{what} called outside a sigcoro runtime: call it from a coroutine started by \
@@ -21,6 +23,7 @@ fn outside(what: &str) -> ! {
 }
 
 /// The running task, or a panic naming the API that needed one.
+#[inline]
 fn running(what: &str) -> &'static Task {
     current_task().unwrap_or_else(|| outside(what))
 }
@@ -39,7 +42,9 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new().spawn(f).unwrap_or_else(|e| panic!("sigcoro::spawn: {e}"))
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("sigcoro::spawn: {e}"))
 }
 
 /// Sets up a coroutine before spawning it: name and stack size, as `std::thread::Builder`.
@@ -90,35 +95,51 @@ impl Builder {
         T: Send + 'static,
     {
         if rt.shutdown.load(Ordering::Acquire) {
-            return Err(io::Error::other("sigcoro: cannot spawn: the runtime has been shut down"));
+            return Err(io::Error::other(
+                "sigcoro: cannot spawn: the runtime has been shut down",
+            ));
         }
-        let mut co = coroutine::Builder::new().stack_size(self.stack_size.unwrap_or(rt.stack_size));
-        if let Some(name) = &self.name {
-            co = co.name(name.clone());
-        }
-        let co = co.build(move |y: &Yielder<(), Action>, ()| run_task_body(y, f))?;
-        let task = Arc::new(Task::new(co.id(), self.name.map(String::into_boxed_str), rt.clone(), co));
+        let stack_size = crate::stack::validate_size(self.stack_size.unwrap_or(rt.stack_size))?;
+        let body: Body = Box::new(move || run_task_body(f));
+        let name = self.name.map(String::into_boxed_str);
+        let task = Arc::new(Task::new(coroutine::next_id(), name, rt.clone(), stack_size, body));
         rt.alive.fetch_add(1, Ordering::AcqRel);
         worker::schedule(task.clone());
-        Ok(JoinHandle { task, _marker: PhantomData })
+        Ok(JoinHandle {
+            task,
+            _marker: PhantomData,
+        })
     }
 }
 
 /// A task's whole life on its coroutine: run `f`, catch how it ended, hand that to the joiner.
-fn run_task_body<F, T>(y: &Yielder<(), Action>, f: F)
+fn run_task_body<F, T>(f: F)
 where
     F: FnOnce() -> T,
     T: Send + 'static,
 {
     let task = current_task().expect("a task runs on its worker");
-    task.yielder.set(y);
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    // Coroutine-local values are dropped here, on the coroutine's own stack; a panicking
+    // destructor among them counts as the coroutine's panic.
+    // SAFETY: only the running task touches its locals.
+    let locals = std::mem::take(unsafe { &mut *task.locals.get() });
+    let outcome = match (outcome, panic::catch_unwind(AssertUnwindSafe(move || drop(locals)))) {
+        (Ok(_), Err(p)) => Err(p),
+        (outcome, _) => outcome,
+    };
     let result = match outcome {
         _ if task.unwound.load(Ordering::Acquire) => Err(JoinErrorKind::Cancelled),
         Ok(v) => Ok(Box::new(v) as Box<dyn Any + Send>),
         Err(p) if p.is::<Cancelled>() => Err(JoinErrorKind::Cancelled),
         Err(p) => Err(JoinErrorKind::Panic(p)),
     };
+    finish(task, result);
+}
+
+/// Delivers a task's outcome and wakes its joiner.
+pub(crate) fn finish(task: &Task, result: Result<Box<dyn Any + Send>, JoinErrorKind>) {
+    task.rt.alive.fetch_sub(1, Ordering::AcqRel);
     let joiner = {
         let mut j = task.lock_join();
         j.done = true;
@@ -127,6 +148,29 @@ where
     };
     if let Some(j) = joiner {
         j.unpark();
+    }
+}
+
+/// Makes the coroutine of a task on its first run: the stack comes from the running worker's
+/// pool. On failure (no stack could be had) the task ends with that error as its panic.
+pub(crate) fn start_coroutine(task: &Task) -> Option<coroutine::Coroutine<(), Action, ()>> {
+    // SAFETY: the caller is the worker running the task.
+    let body = unsafe { task.body().take() }.expect("an unstarted task has its body");
+    let mut b = coroutine::Builder::new().stack_size(task.stack_size);
+    if let Some(name) = &task.name {
+        b = b.name(name.to_string());
+    }
+    let made = b.build(move |y: &Yielder<(), Action>, ()| {
+        current_task().expect("a task runs on its worker").yielder.set(y);
+        body()
+    });
+    match made {
+        Ok(co) => Some(co),
+        Err(e) => {
+            let msg = format!("sigcoro: cannot start coroutine {}: {e}", task.id);
+            finish(task, Err(JoinErrorKind::Panic(Box::new(msg))));
+            None
+        }
     }
 }
 
@@ -146,8 +190,14 @@ impl<T: 'static> JoinHandle<T> {
                 if j.done {
                     return match j.result.take().expect("a task's outcome is taken once") {
                         Ok(v) => Ok(*v.downcast::<T>().expect("the outcome has the task's type")),
-                        Err(JoinErrorKind::Panic(p)) => Err(JoinError { repr: Repr::Panic(p), id: self.task.id }),
-                        Err(JoinErrorKind::Cancelled) => Err(JoinError { repr: Repr::Cancelled, id: self.task.id }),
+                        Err(JoinErrorKind::Panic(p)) => Err(JoinError {
+                            repr: Repr::Panic(p),
+                            id: self.task.id,
+                        }),
+                        Err(JoinErrorKind::Cancelled) => Err(JoinError {
+                            repr: Repr::Cancelled,
+                            id: self.task.id,
+                        }),
                     };
                 }
                 j.joiner = Some(park::current_unparker());
@@ -168,9 +218,15 @@ impl<T: 'static> JoinHandle<T> {
         self.task.cancel();
     }
 
+    pub(crate) fn task(&self) -> &Arc<Task> {
+        &self.task
+    }
+
     /// The coroutine this handle joins.
     pub fn thread(&self) -> GreenThread {
-        GreenThread { task: self.task.clone() }
+        GreenThread {
+            task: self.task.clone(),
+        }
     }
 }
 
@@ -208,7 +264,8 @@ impl JoinError {
     ///
     /// If the coroutine was cancelled rather than panicking.
     pub fn into_panic(self) -> Box<dyn Any + Send> {
-        self.try_into_panic().unwrap_or_else(|_| panic!("sigcoro: JoinError::into_panic on a cancelled coroutine"))
+        self.try_into_panic()
+            .unwrap_or_else(|_| panic!("sigcoro: JoinError::into_panic on a cancelled coroutine"))
     }
 
     /// The panic payload, or the error back if the coroutine was cancelled.
@@ -250,6 +307,7 @@ impl std::error::Error for JoinError {}
 /// # Panics
 ///
 /// Outside a runtime.
+#[inline]
 pub fn yield_now() {
     let task = running("yield_now");
     wait(task, Action::Yield);
@@ -305,7 +363,9 @@ pub fn park_timeout(dur: Duration) {
 ///
 /// Outside a runtime.
 pub fn current() -> GreenThread {
-    GreenThread { task: current_task_arc().unwrap_or_else(|| outside("current")) }
+    GreenThread {
+        task: current_task_arc().unwrap_or_else(|| outside("current")),
+    }
 }
 
 /// A handle to a coroutine of a runtime: its id, its name, and a way to unpark it.
@@ -333,6 +393,9 @@ impl GreenThread {
 
 impl fmt::Debug for GreenThread {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GreenThread").field("id", &self.task.id).field("name", &self.name()).finish()
+        f.debug_struct("GreenThread")
+            .field("id", &self.task.id)
+            .field("name", &self.name())
+            .finish()
     }
 }

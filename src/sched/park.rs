@@ -51,6 +51,7 @@ impl Unparker {
 pub(crate) struct Cancelled;
 
 /// The task running on this thread, if this thread is a worker inside a coroutine.
+#[inline]
 pub(crate) fn current_task() -> Option<&'static Task> {
     let local = worker::local()?;
     // SAFETY: `current` points at the task the worker is running, which it keeps alive (it holds
@@ -77,8 +78,18 @@ pub(crate) fn current_unparker() -> Unparker {
 }
 
 /// Unwinds the running coroutine if it was cancelled, unless it is already unwinding.
+#[inline]
 pub(crate) fn check_cancelled(task: &Task) {
-    if task.cancelled.load(Ordering::Acquire) && !std::thread::panicking() {
+    if task.cancelled.load(Ordering::Acquire) {
+        start_cancel_unwind();
+    }
+}
+
+/// Unwinds the running coroutine with the cancellation payload, unless it is already unwinding.
+#[cold]
+fn start_cancel_unwind() {
+    let task = current_task().expect("only a task is cancelled");
+    if !std::thread::panicking() {
         task.unwound.store(true, Ordering::Release);
         panic::resume_unwind(Box::new(Cancelled));
     }
@@ -87,6 +98,7 @@ pub(crate) fn check_cancelled(task: &Task) {
 /// Suspends the running task to its worker with `action`: the one way a coroutine waits.
 /// Does nothing while the coroutine unwinds (it never switches out mid-unwind, which would
 /// leave the thread's panic count raised under other coroutines).
+#[inline(always)]
 pub(crate) fn wait(task: &Task, action: Action) {
     check_cancelled(task);
     if std::thread::panicking() {
@@ -96,7 +108,9 @@ pub(crate) fn wait(task: &Task, action: Action) {
     // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
     // that task, running on its own stack.
     unsafe { (*yielder).suspend(action) };
-    task.wait_seq.fetch_add(1, Ordering::Relaxed);
+    // Only this task's worker touches the number: a plain load and store, no locked add.
+    task.wait_seq
+        .store(task.wait_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     check_cancelled(task);
 }
 
@@ -115,7 +129,11 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         }
         return;
     };
-    if task.park.compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    if task
+        .park
+        .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         check_cancelled(task);
         return;
     }

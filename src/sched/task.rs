@@ -28,6 +28,9 @@ pub(crate) const PARKED: u8 = 2;
 /// `owner` of a task that has not run yet: any worker may take it.
 pub(crate) const UNSTARTED: usize = usize::MAX;
 
+/// A task's whole work, type-erased: run the user's closure and deliver its outcome.
+pub(crate) type Body = Box<dyn FnOnce() + Send>;
+
 /// What a task's coroutine asks of its worker when it suspends.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Action {
@@ -72,25 +75,27 @@ pub(crate) struct Task {
     pub slot: AtomicUsize,
     /// The coroutine's yielder, set when it starts (running worker only).
     pub yielder: Cell<*const Yielder<(), Action>>,
+    /// Its `coroutine_local!` values (running worker only).
+    pub locals: UnsafeCell<super::local::Locals>,
+    /// The stack size its coroutine gets when it first runs.
+    pub stack_size: usize,
+    /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
+    /// first runs it, so a storm of spawned tasks reuses a few warm stacks.
+    body: UnsafeCell<Option<Body>>,
     pub join: Mutex<JoinState>,
     coroutine: UnsafeCell<Option<Coroutine<(), Action, ()>>>,
 }
 
-// SAFETY: `coroutine` is touched only by the one worker that holds the task in its run queue
-// (before the first run, whichever worker dequeues it; after, its owner), never concurrently;
-// an unstarted coroutine has touched no thread-local state, so it may change threads. Every
-// other field is atomic or locked.
+// SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
+// task in its run queue (before the first run, whichever worker dequeues it; after, its owner),
+// never concurrently; the coroutine is made on the worker that first runs it. Every other field
+// is atomic or locked.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
 
 impl Task {
-    pub(crate) fn new(
-        id: u64,
-        name: Option<Box<str>>,
-        rt: Arc<worker::Shared>,
-        coroutine: Coroutine<(), Action, ()>,
-    ) -> Task {
+    pub(crate) fn new(id: u64, name: Option<Box<str>>, rt: Arc<worker::Shared>, stack_size: usize, body: Body) -> Task {
         Task {
             id,
             name,
@@ -104,8 +109,22 @@ impl Task {
             slot: AtomicUsize::new(usize::MAX),
             yielder: Cell::new(std::ptr::null()),
             join: Mutex::new(JoinState::default()),
-            coroutine: UnsafeCell::new(Some(coroutine)),
+            locals: UnsafeCell::new(Vec::new()),
+            stack_size,
+            body: UnsafeCell::new(Some(body)),
+            coroutine: UnsafeCell::new(None),
         }
+    }
+
+    /// The task's body, until its coroutine takes it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Task::coroutine`].
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn body(&self) -> &mut Option<Body> {
+        // SAFETY: the caller is the one worker running this task.
+        unsafe { &mut *self.body.get() }
     }
 
     /// The task's coroutine.

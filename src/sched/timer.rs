@@ -54,7 +54,13 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn push(&mut self, deadline: Instant, seq: u64, kind: TimerKind, task: Arc<Task>) {
         self.armed += 1;
-        self.heap.push(Reverse(Entry { deadline, order: self.armed, seq, kind, task }));
+        self.heap.push(Reverse(Entry {
+            deadline,
+            order: self.armed,
+            seq,
+            kind,
+            task,
+        }));
     }
 
     pub(crate) fn is_empty(&self) -> bool {

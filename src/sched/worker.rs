@@ -48,7 +48,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(workers: usize, stack_size: usize) -> io::Result<Shared> {
-        let workers = (0..workers).map(|_| WorkerShared::new()).collect::<io::Result<Vec<_>>>()?;
+        let workers = (0..workers)
+            .map(|_| WorkerShared::new())
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(Shared {
             workers: workers.into_boxed_slice(),
             shutdown: AtomicBool::new(false),
@@ -80,7 +82,10 @@ impl WorkerShared {
                 return Err(io::Error::last_os_error());
             }
             let epoll = OwnedFd::from_raw_fd(ep);
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
             if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -135,6 +140,7 @@ thread_local! {
 }
 
 /// The worker state of this thread, if it is a worker.
+#[inline]
 pub(crate) fn local() -> Option<&'static Local> {
     let p = LOCAL.with(|l| l.get());
     // SAFETY: a worker sets the pointer to its `Local`, which outlives every task it runs and is
@@ -218,6 +224,12 @@ impl Local {
 
     fn run_task(&self, task: Arc<Task>) {
         if task.owner.load(Ordering::Relaxed) == UNSTARTED {
+            self.current.set(Arc::as_ptr(&task));
+            let made = super::api::start_coroutine(&task);
+            self.current.set(std::ptr::null());
+            let Some(co) = made else { return };
+            // SAFETY: we dequeued the task, so we are the one worker that may run it.
+            unsafe { *task.coroutine() = Some(co) };
             task.owner.store(self.index, Ordering::Release);
             // SAFETY: registry is this thread's.
             let (slots, free) = unsafe { &mut *self.registry.get() };
@@ -240,7 +252,11 @@ impl Local {
                     let seq = task.wait_seq.load(Ordering::Relaxed);
                     self.timers().push(d, seq, TimerKind::Park, task.clone());
                 }
-                if task.park.compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                if task
+                    .park
+                    .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
                     self.queue().push_back(task);
                 }
             }
@@ -259,7 +275,6 @@ impl Local {
                 let slot = task.slot.load(Ordering::Relaxed);
                 slots[slot] = None;
                 free.push(slot);
-                self.rt.alive.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -300,7 +315,10 @@ impl Local {
         }
         me.steal_request.store(0, Ordering::Relaxed);
         let queue = self.queue();
-        let unstarted = queue.iter().filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED).count();
+        let unstarted = queue
+            .iter()
+            .filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED)
+            .count();
         let mut give = unstarted / 2;
         if give == 0 {
             return;
@@ -346,7 +364,10 @@ impl Local {
                 Some(d) => {
                     let now = Instant::now();
                     // Round up, so we never wake before the deadline and spin.
-                    d.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                    d.saturating_duration_since(now)
+                        .as_micros()
+                        .div_ceil(1000)
+                        .min(i32::MAX as u128) as i32
                 }
             };
             let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
@@ -374,11 +395,10 @@ impl Local {
             }
             while let Some(task) = self.queue().pop_front() {
                 if task.owner.load(Ordering::Relaxed) == UNSTARTED {
-                    // Never started: dropping it drops its closure; it never ran.
+                    // Never started: dropping its body drops the closure, which never ran.
                     // SAFETY: we dequeued it.
-                    unsafe { *task.coroutine() = None };
-                    self.rt.alive.fetch_sub(1, Ordering::AcqRel);
-                    finish_cancelled(&task);
+                    drop(unsafe { task.body().take() });
+                    super::api::finish(&task, Err(super::task::JoinErrorKind::Cancelled));
                     continue;
                 }
                 self.run_task(task);
@@ -392,18 +412,5 @@ impl Local {
 
     fn idle_briefly(&self) {
         std::thread::yield_now();
-    }
-}
-
-/// Records a cancellation outcome for a task that never ran, waking its joiner.
-fn finish_cancelled(task: &Task) {
-    let joiner = {
-        let mut j = task.lock_join();
-        j.done = true;
-        j.result = Some(Err(super::task::JoinErrorKind::Cancelled));
-        j.joiner.take()
-    };
-    if let Some(j) = joiner {
-        j.unpark();
     }
 }

@@ -145,10 +145,13 @@ pub(crate) fn page_size() -> usize {
 /// handler and the code it interrupts, at least 16 KiB. Every new stack receives a signal frame
 /// when it is born, and a preemption signal may land on it later.
 pub fn min_stack_size() -> usize {
-    // SAFETY: getauxval has no preconditions; it returns 0 for an unknown type.
-    let frame = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
-    let frame = if frame == 0 { libc::MINSIGSTKSZ } else { frame };
-    round_to_page(frame + 8 * 1024).max(16 * 1024)
+    static MIN: OnceLock<usize> = OnceLock::new();
+    *MIN.get_or_init(|| {
+        // SAFETY: getauxval has no preconditions; it returns 0 for an unknown type.
+        let frame = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+        let frame = if frame == 0 { libc::MINSIGSTKSZ } else { frame };
+        round_to_page(frame + 8 * 1024).max(16 * 1024)
+    })
 }
 
 fn round_to_page(n: usize) -> usize {

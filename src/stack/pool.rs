@@ -3,18 +3,20 @@
 //! A stack is booted once (by the signal-stack trick, about ten syscalls) and then reused: a
 //! finished coroutine's stack waits in its trampoline loop, so the next coroutine on it costs a
 //! switch and no syscall. Each thread keeps up to [`POOL_CAP`] idle stacks per size; beyond that,
-//! and when the thread exits, they go back to the process-wide reserve with their cold pages
-//! returned to the kernel.
+//! and when the thread exits, they go back to the process-wide reserve, which returns their
+//! cold pages to the kernel once it holds more than it should keep warm.
 
 use super::{Stack, reserve, stride_for};
 use crate::context::boot;
 use std::cell::UnsafeCell;
 use std::io;
 
-/// Idle stacks a thread keeps per size before handing the rest to the process.
-const POOL_CAP: usize = 1024;
+/// Idle stacks a thread keeps per size; past that it hands half to the process at once.
+const POOL_CAP: usize = 4096;
 /// The most stacks booted in one go when the pool runs dry.
 const MAX_BATCH: usize = 32;
+/// The most idle stacks adopted from the process in one go.
+const MAX_ADOPT: usize = 1024;
 
 /// What one thread's pool has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +50,7 @@ impl Pool {
     fn refill(&mut self, stride: usize) -> io::Result<()> {
         let batch = ((self.stats.booted + self.stats.adopted) as usize / 8).clamp(1, MAX_BATCH);
         let mut got = Vec::with_capacity(batch);
-        let adopted = reserve::take_idle(stride, batch, &mut got);
+        let adopted = reserve::take_idle(stride, MAX_ADOPT, &mut got);
         self.stats.adopted += adopted as u64;
         if adopted == 0 {
             boot::boot_stacks(stride, batch, &mut got)?;
@@ -107,14 +109,15 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 pub(crate) fn give(stack: Stack) {
     let stride = stack.stride();
     let mut stack = Some(stack);
-    with_pool(|pool| {
+    let overflow = with_pool(|pool| {
         let class = pool.class(stride);
-        if class.len() < POOL_CAP {
-            class.push(stack.take().expect("not yet given"));
-        }
+        class.push(stack.take().expect("not yet given"));
+        (class.len() > POOL_CAP).then(|| class.split_off(POOL_CAP / 2))
     });
-    if let Some(stack) = stack {
-        reserve::give_idle([stack]);
+    match (stack, overflow) {
+        (Some(stack), _) => reserve::give_idle([stack]),
+        (None, Some(Some(half))) => reserve::give_idle(half),
+        _ => {}
     }
 }
 

@@ -102,13 +102,20 @@ pub(crate) fn take_idle(stride: usize, max: usize, out: &mut Vec<Stack>) -> usiz
     n
 }
 
-/// Takes back booted idle stacks, returning their cold pages to the kernel first.
+/// Idle stacks of one size the process keeps with their pages committed; past that, the pages
+/// of every further stack given back are returned to the kernel (its top page stays).
+const WARM_IDLE: usize = 1 << 17;
+
+/// Takes back booted idle stacks.
 pub(crate) fn give_idle(stacks: impl IntoIterator<Item = Stack>) {
     let mut r = lock();
     for stack in stacks {
-        release_cold_pages(&stack);
         let stride = stack.stride();
-        r.class(stride).idle.push(stack.into_header());
+        let class = r.class(stride);
+        if class.idle.len() >= WARM_IDLE {
+            release_cold_pages(&stack);
+        }
+        class.idle.push(stack.into_header());
     }
 }
 
@@ -223,8 +230,14 @@ pub fn guards_are_lightweight() -> Option<bool> {
 
 /// Wraps a failed mmap/madvise/mprotect in an error that names the limits a user can raise.
 pub(crate) fn limit_error(what: &str, err: io::Error) -> io::Error {
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
-    let maps = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count().to_string()).unwrap_or_else(|_| "?".into());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map(|s| s.lines().count().to_string())
+        .unwrap_or_else(|_| "?".into());
     io::Error::new(
         err.kind(),
         format!(

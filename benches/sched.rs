@@ -1,0 +1,93 @@
+//! Criterion benches of the scheduler: yield handoff, spawn + join, channel ping-pong, and a
+//! wake across workers. `cargo bench --bench sched`; `examples/ping_pong.rs` and
+//! `examples/spawn_storm.rs` print the same figures in plain words.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sigcoro::GreenThread;
+use sigcoro::Runtime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+fn one_worker() -> Runtime {
+    Runtime::builder().workers(1).build().expect("runtime")
+}
+
+/// Two coroutines on one worker, each yielding `iters` times: one iteration is one handoff.
+fn yield_handoff(c: &mut Criterion) {
+    let rt = one_worker();
+    c.bench_function("sched/yield_handoff", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(move || {
+                let start = Instant::now();
+                let half = iters.div_ceil(2);
+                let a = sigcoro::spawn(move || (0..half).for_each(|_| sigcoro::yield_now()));
+                let b = sigcoro::spawn(move || (0..half).for_each(|_| sigcoro::yield_now()));
+                a.join().unwrap();
+                b.join().unwrap();
+                start.elapsed()
+            })
+        })
+    });
+}
+
+/// Spawn `iters` empty coroutines on one worker, then join them all: one iteration is one
+/// spawn + run + finish + join.
+fn spawn_join(c: &mut Criterion) {
+    let rt = one_worker();
+    c.bench_function("sched/spawn_join", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(move || {
+                let start = Instant::now();
+                let handles: Vec<_> = (0..iters).map(|_| sigcoro::spawn(|| {})).collect();
+                handles.into_iter().for_each(|h| h.join().unwrap());
+                start.elapsed()
+            })
+        })
+    });
+}
+
+/// Two coroutines on two workers waking each other with park/unpark: one iteration is one
+/// cross-worker wake (half a round trip). Spawned from outside, they go to the two workers in
+/// turn.
+fn cross_worker_wake(c: &mut Criterion) {
+    let rt = Runtime::builder().workers(2).build().expect("runtime");
+    c.bench_function("sched/cross_worker_wake", |b| {
+        b.iter_custom(|iters| {
+            let rounds = iters.div_ceil(2);
+            let state = Arc::new(AtomicU64::new(0));
+            let (to_ping, from_pong) = mpsc::channel::<GreenThread>();
+            let (to_pong, from_ping) = mpsc::channel::<GreenThread>();
+            let s = state.clone();
+            let pong = rt.spawn(move || {
+                to_ping.send(sigcoro::current()).unwrap();
+                let ping = from_ping.recv().unwrap();
+                for i in 0..rounds {
+                    while s.load(Ordering::Acquire) != 2 * i + 1 {
+                        sigcoro::park();
+                    }
+                    s.store(2 * i + 2, Ordering::Release);
+                    ping.unpark();
+                }
+            });
+            let ping = rt.spawn(move || {
+                to_pong.send(sigcoro::current()).unwrap();
+                let pong = from_pong.recv().unwrap();
+                let start = Instant::now();
+                for i in 0..rounds {
+                    state.store(2 * i + 1, Ordering::Release);
+                    pong.unpark();
+                    while state.load(Ordering::Acquire) != 2 * i + 2 {
+                        sigcoro::park();
+                    }
+                }
+                start.elapsed()
+            });
+            pong.join().unwrap();
+            ping.join().unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, yield_handoff, spawn_join, cross_worker_wake);
+criterion_main!(benches);
