@@ -40,6 +40,7 @@ compile_error!(
 
 mod context;
 pub mod coroutine;
+pub mod io;
 mod overflow;
 mod runtime;
 mod sched;

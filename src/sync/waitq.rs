@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::sched::park::Unparker;
 
+// The primitives share waiters' unparkers across threads (their `Sync` impls rely on it).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Unparker>();
+};
+
 /// One registered waiter.
 pub(crate) struct Waiter {
     /// Unique within its queue and increasing in queue order.

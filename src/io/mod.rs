@@ -1,0 +1,3 @@
+//! I/O for coroutines: readiness through each worker's epoll instance.
+
+pub(crate) mod reactor;
