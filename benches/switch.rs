@@ -15,10 +15,9 @@ fn switch(c: &mut Criterion) {
     // One iteration is a round trip: two one-way switches.
     c.bench_function("switch/round_trip", |b| {
         let mut v = 0u64;
-        b.iter(|| {
-            if let CoroutineResult::Yield(n) = co.resume(black_box(v)) {
-                v = n;
-            }
+        b.iter(|| match co.resume(black_box(v)) {
+            CoroutineResult::Yield(n) => v = n,
+            CoroutineResult::Return(never) => match never {},
         })
     });
 }

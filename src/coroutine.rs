@@ -144,8 +144,13 @@ impl<I, Y> Yielder<I, Y> {
 pub struct Coroutine<I, Y, R> {
     stack: Option<Stack>,
     id: u64,
-    _marker: PhantomData<(*mut (), fn(I) -> (Y, R))>,
+    _marker: PhantomData<(NotSend, Signature<I, Y, R>)>,
 }
+
+/// Makes the types that hold it neither `Send` nor `Sync`.
+type NotSend = *mut ();
+/// Ties a coroutine to its input, yield and return types without owning any of them.
+type Signature<I, Y, R> = fn(I) -> (Y, R);
 
 impl<I, Y, R> Coroutine<I, Y, R> {
     /// Creates a coroutine with the default stack size ([`stack::DEFAULT_STACK_SIZE`]). It runs
@@ -300,7 +305,7 @@ impl<I, Y, R> Builder<I, Y, R> {
         let id = next_id();
         let header = stack.header();
         // SAFETY: we own the idle stack; its header is ours to write.
-        unsafe { (*header).set_owner(id, self.name.as_deref()) };
+        unsafe { (*header).set_owner(id, self.name.as_deref(), size) };
         let mut f = ManuallyDrop::new(f);
         let job = Job {
             run: entry::<F, I, Y, R>,

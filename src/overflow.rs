@@ -28,7 +28,9 @@ pub(crate) fn ensure_handler() {
         install(libc::SIGSEGV, &PREV_SEGV);
         install(libc::SIGBUS, &PREV_BUS);
     });
-    THREAD_ALT_STACK.with(|s| {
+    // While the thread is being torn down the slot is gone; its alternate stack, if we made
+    // one, was disabled with it, and the kernel then reports an overflow as a plain SIGSEGV.
+    let _ = THREAD_ALT_STACK.try_with(|s| {
         let mut s = s.borrow_mut();
         if s.is_none() {
             *s = Some(AltStack::ensure());

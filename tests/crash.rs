@@ -281,49 +281,108 @@ fn boot_signal_action() -> (usize, libc::c_int) {
 }
 
 #[test]
-#[ignore = "sigcoro bug: returning an idle stack's cold pages zeroes its parked entry frame when \
-            that frame is larger than a page (see the report); un-ignore once fixed"]
 fn stacks_whose_entry_frame_spans_pages_survive_going_cold() {
     const TEST: &str = "stacks_whose_entry_frame_spans_pages_survive_going_cold";
     if is_child(TEST) {
         // A finished coroutine's stack parks in its entry's frame, which holds the outcome: a
-        // 6,000-byte return value makes that frame span two pages or more. Enough of them (past what the
-        // process keeps warm) go back to the process when their thread exits, and have their
-        // cold pages returned to the kernel; another thread then adopts and reuses them.
-        const N: usize = 150_000;
-        const SIZE: usize = sigcoro::stack::DEFAULT_STACK_SIZE;
-        thread::spawn(|| {
-            let mut cos: Vec<_> = (0..N)
-                .map(|_| {
-                    Builder::new()
-                        .stack_size(SIZE)
-                        .build(|_: &Yielder<(), ()>, ()| [7u8; 6000])
-                        .expect("build")
-                })
-                .collect();
-            for co in &mut cos {
-                assert!(matches!(co.resume(()), CoroutineResult::Return(a) if a[5999] == 7));
-            }
-        })
-        .join()
-        .expect("the first thread");
-        thread::spawn(|| {
-            for i in 0..2_000u32 {
-                let mut co = Builder::new()
-                    .stack_size(SIZE)
-                    .build(move |y: &Yielder<u32, u32>, v: u32| y.suspend(i) + v)
-                    .expect("build");
-                assert_eq!(co.resume(1), CoroutineResult::Yield(i));
-                assert_eq!(co.resume(2), CoroutineResult::Return(3));
-            }
-            println!("adopted stacks: {:?}", thread_stats());
-        })
-        .join()
-        .expect("the second thread");
+        // 6,000-byte return value makes that frame span two pages or more. Returning the idle
+        // stacks' cold pages to the kernel must leave that frame alone; reusing them proves it.
+        const N: usize = 64;
+        let mut cos: Vec<_> = (0..N)
+            .map(|_| {
+                Builder::new()
+                    .build(|_: &Yielder<(), ()>, ()| [7u8; 6000])
+                    .expect("build")
+            })
+            .collect();
+        for co in &mut cos {
+            assert!(matches!(co.resume(()), CoroutineResult::Return(a) if a[5999] == 7));
+        }
+        drop(cos);
+        sigcoro::stack::release_idle_memory();
+        for i in 0..N as u32 {
+            let mut co = Builder::new()
+                .build(move |y: &Yielder<u32, u32>, v: u32| y.suspend(i) + v)
+                .expect("build");
+            assert_eq!(co.resume(1), CoroutineResult::Yield(i));
+            assert_eq!(co.resume(2), CoroutineResult::Return(3));
+        }
         return;
     }
     let out = run_child(TEST, Duration::from_secs(120));
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn overflow_on_a_foreign_thread_that_adopted_its_stack_is_reported() {
+    const TEST: &str = "overflow_on_a_foreign_thread_that_adopted_its_stack_is_reported";
+    if is_child(TEST) {
+        // A std thread boots stacks and exits: they go to the process-wide reserve.
+        thread::spawn(|| {
+            for i in 0..10u64 {
+                let mut co = Coroutine::new(move |_: &Yielder<(), ()>, ()| i);
+                assert_eq!(co.resume(()), CoroutineResult::Return(i));
+            }
+        })
+        .join()
+        .expect("the std thread");
+        // A thread made by pthread_create, as C code or a host runtime makes them, has no
+        // alternate signal stack. It adopts one of those stacks, and its coroutine overflows.
+        extern "C" fn foreign(_: *mut libc::c_void) -> *mut libc::c_void {
+            let mut co = Coroutine::new(|_: &Yielder<(), ()>, ()| recurse_forever(0));
+            eprintln!("child: foreign thread: {:?}; overflowing", thread_stats());
+            co.resume(());
+            std::ptr::null_mut()
+        }
+        let mut tid: libc::pthread_t = 0;
+        // SAFETY: `foreign` has the signature pthread_create expects and ignores its argument;
+        // the thread is joined before `tid` goes away.
+        unsafe {
+            assert_eq!(
+                libc::pthread_create(&mut tid, std::ptr::null(), foreign, std::ptr::null_mut()),
+                0
+            );
+            libc::pthread_join(tid, std::ptr::null_mut());
+        }
+        unreachable!("the coroutine cannot return");
+    }
+    let out = run_child(TEST, Duration::from_secs(60));
+    assert_aborted(&out);
+    assert!(out.stderr.contains("has overflowed its stack of"), "{out:?}");
+}
+
+#[test]
+fn coroutines_can_be_created_while_a_thread_exits() {
+    const TEST: &str = "coroutines_can_be_created_while_a_thread_exits";
+    if is_child(TEST) {
+        struct RunsACoroutineOnDrop;
+        impl Drop for RunsACoroutineOnDrop {
+            fn drop(&mut self) {
+                let mut co = Coroutine::new(|y: &Yielder<u32, u32>, v: u32| y.suspend(v) * 2);
+                assert_eq!(co.resume(4), CoroutineResult::Yield(4));
+                assert_eq!(co.resume(5), CoroutineResult::Return(10));
+                println!("child: a coroutine ran in a thread-local destructor");
+            }
+        }
+        thread_local! {
+            static LATE: RunsACoroutineOnDrop = const { RunsACoroutineOnDrop };
+        }
+        thread::spawn(|| {
+            // Touched first, so destroyed after sigcoro's own thread-locals.
+            LATE.with(|_| ());
+            let mut co = Coroutine::new(|_: &Yielder<(), ()>, ()| 1);
+            assert_eq!(co.resume(()), CoroutineResult::Return(1));
+        })
+        .join()
+        .expect("the thread");
+        return;
+    }
+    let out = run_child(TEST, Duration::from_secs(60));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("a coroutine ran in a thread-local destructor"),
+        "{out:?}"
+    );
 }
 
 /// Mappings of this process now.

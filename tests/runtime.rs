@@ -242,7 +242,7 @@ fn sleepers_wake_in_deadline_order() {
             .map(|i| {
                 let o = o.clone();
                 // A scrambled but deterministic deadline in 0..200 ms past the base.
-                let offset = (i.wrapping_mul(2_654_435_761) % 200_000) as u64;
+                let offset = i.wrapping_mul(2_654_435_761) % 200_000;
                 sigcoro::spawn(move || {
                     sigcoro::sleep_until(base + Duration::from_micros(offset));
                     o.lock().unwrap().push(offset);
@@ -476,8 +476,7 @@ fn mutex_contention_between_coroutines_on_two_workers() {
             })
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
-        let v = *m.lock();
-        v
+        *m.lock()
     });
     assert_eq!(n, 64 * 2000);
 }

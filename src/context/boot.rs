@@ -143,12 +143,11 @@ fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Resul
             (*header).link.ctx = sp;
             resume(&raw mut (*header).link, Transfer { value: 0, tag: 0 });
         }
-        let top_page = header as usize & !(page_size() - 1);
-        let low = slot + page_size();
-        // SAFETY: [low, top_page) lies in our slot below the idle trampoline's frame.
-        unsafe { libc::madvise(low as *mut libc::c_void, top_page - low, libc::MADV_DONTNEED) };
         // SAFETY: the stack is booted and idle, and we own it.
-        out.push(unsafe { Stack::from_header(NonNull::new_unchecked(header)) });
+        let stack = unsafe { Stack::from_header(NonNull::new_unchecked(header)) };
+        // The kernel's signal frame dirtied pages the idle trampoline does not use.
+        reserve::release_cold_pages(&stack);
+        out.push(stack);
     }
     Ok(())
 }

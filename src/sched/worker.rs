@@ -12,8 +12,8 @@
 
 use super::task::{Action, PARKED, Task, UNSTARTED};
 use super::timer::{TimerKind, Timers};
-use crate::io::reactor::Reactor;
 use crate::coroutine::CoroutineResult;
+use crate::io::reactor::Reactor;
 use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::io;
@@ -130,13 +130,16 @@ impl WorkerShared {
     }
 }
 
+/// A worker's live tasks by slot, and the free slots.
+type Registry = (Vec<Option<Arc<Task>>>, Vec<usize>);
+
 /// A worker's own state, reachable from its thread only.
 pub(crate) struct Local {
     pub index: usize,
     pub rt: Arc<Shared>,
     queue: UnsafeCell<VecDeque<Arc<Task>>>,
     /// Live tasks that have run here, by slot; the free slots.
-    registry: UnsafeCell<(Vec<Option<Arc<Task>>>, Vec<usize>)>,
+    registry: UnsafeCell<Registry>,
     timers: UnsafeCell<Timers>,
     /// The task running now (null on the worker's own stack).
     pub current: Cell<*const Task>,

@@ -20,7 +20,7 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-pub use pool::{PoolStats, thread_stats};
+pub use pool::{PoolStats, release_idle_memory, thread_stats};
 pub use reserve::guards_are_lightweight;
 
 /// The default stack size: 256 KiB of address space per coroutine, of which only the pages a
@@ -72,10 +72,11 @@ impl Header {
         }
     }
 
-    /// Records who runs on this stack, for overflow reports; long names are cut at a character
-    /// boundary.
-    pub(crate) fn set_owner(&mut self, id: u64, name: Option<&str>) {
+    /// Records who runs on this stack and the stack size they asked for, for overflow reports;
+    /// long names are cut at a character boundary.
+    pub(crate) fn set_owner(&mut self, id: u64, name: Option<&str>, size: usize) {
         self.id = id;
+        self.size = size;
         let name = name.unwrap_or("");
         let mut len = name.len().min(NAME_CAP);
         while !name.is_char_boundary(len) {

@@ -48,6 +48,9 @@ impl Pool {
     }
 
     fn refill(&mut self, stride: usize) -> io::Result<()> {
+        // Adopted stacks were booted elsewhere: this thread still needs its fault handler and
+        // an alternate signal stack for overflow reports.
+        crate::overflow::ensure_handler();
         let batch = ((self.stats.booted + self.stats.adopted) as usize / 8).clamp(1, MAX_BATCH);
         let mut got = Vec::with_capacity(batch);
         let adopted = reserve::take_idle(stride, MAX_ADOPT, &mut got);
@@ -119,6 +122,19 @@ pub(crate) fn give(stack: Stack) {
         (None, Some(Some(half))) => reserve::give_idle(half),
         _ => {}
     }
+}
+
+/// Returns to the kernel the memory that idle stacks hold beyond what their parked contexts
+/// use: those of this thread's pool and those waiting in the process-wide reserve. The stacks
+/// stay booted; the next coroutines on them fault their pages back in. Useful after a spike of
+/// coroutines.
+pub fn release_idle_memory() {
+    with_pool(|pool| {
+        for (_, stacks) in &pool.classes {
+            stacks.iter().for_each(reserve::release_cold_pages);
+        }
+    });
+    reserve::release_all_idle();
 }
 
 /// This thread's pool statistics.

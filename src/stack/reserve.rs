@@ -16,6 +16,7 @@
 use super::{HEADER_SIZE, Header, Stack, page_size};
 use memmap2::{MmapMut, MmapOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -81,7 +82,7 @@ impl Reserve {
                     stride,
                     bump_next: 0,
                     bump_end: 0,
-                    next_chunk_slots: FIRST_CHUNK_SLOTS,
+                    next_chunk_slots: (MAX_CHUNK_BYTES / stride).clamp(1, FIRST_CHUNK_SLOTS),
                     idle: Vec::new(),
                 });
                 self.classes.len() - 1
@@ -106,6 +107,18 @@ pub(crate) fn take_idle(stride: usize, max: usize, out: &mut Vec<Stack>) -> usiz
 /// of every further stack given back are returned to the kernel (its top page stays).
 const WARM_IDLE: usize = 1 << 17;
 
+/// Returns the cold pages of every idle stack the process holds.
+pub(crate) fn release_all_idle() {
+    let r = lock();
+    for class in &r.classes {
+        for &h in &class.idle {
+            // SAFETY: every header in `idle` is an owned idle stack; we borrow it briefly.
+            let stack = ManuallyDrop::new(unsafe { Stack::from_header(h) });
+            release_cold_pages(&stack);
+        }
+    }
+}
+
 /// Takes back booted idle stacks.
 pub(crate) fn give_idle(stacks: impl IntoIterator<Item = Stack>) {
     let mut r = lock();
@@ -119,16 +132,18 @@ pub(crate) fn give_idle(stacks: impl IntoIterator<Item = Stack>) {
     }
 }
 
-/// Returns every page of an idle stack but the top one (header and trampoline frame) to the
-/// kernel. Failure only means the memory stays committed, so it is ignored.
-fn release_cold_pages(stack: &Stack) {
+/// Returns the pages of an idle stack below its saved context to the kernel. Failure only
+/// means the memory stays committed, so it is ignored.
+pub(crate) fn release_cold_pages(stack: &Stack) {
     let page = page_size();
-    let top_page = (stack.header() as usize) & !(page - 1);
+    // SAFETY: the header of an owned idle stack is mapped; `ctx` is its saved stack pointer.
+    let live_page = unsafe { (*stack.header()).link.ctx } & !(page - 1);
     let low = slot_base(stack.header() as usize, stack.stride()) + page;
-    if top_page > low {
-        // SAFETY: [low, top_page) is inside this idle stack's slot, which we own and which no
-        // frame uses: the idle trampoline's frame lies in the top page.
-        unsafe { libc::madvise(low as *mut libc::c_void, top_page - low, libc::MADV_DONTNEED) };
+    if live_page > low {
+        // SAFETY: [low, live_page) is inside this idle stack's slot, which we own, and lies
+        // wholly below the page holding its saved context: no live frame is there. (The idle
+        // context waits in the last coroutine's entry, whose frame may span several pages.)
+        unsafe { libc::madvise(low as *mut libc::c_void, live_page - low, libc::MADV_DONTNEED) };
     }
 }
 
