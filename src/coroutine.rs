@@ -182,6 +182,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// If the coroutine has already finished; and, re-raising its payload, if the coroutine
     /// panics (it is then finished).
+    #[inline]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
         let Some(stack) = &self.stack else {
             panic!("sigcoro: resume called on a coroutine that has already finished");
@@ -212,6 +213,16 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// being dropped).
     pub fn is_finished(&self) -> bool {
         self.stack.is_none()
+    }
+
+    /// The usable stack, `[lo, hi)`, while the coroutine has one.
+    pub(crate) fn stack_bounds(&self) -> Option<(usize, usize)> {
+        let stack = self.stack.as_ref()?;
+        let hi = stack.header() as usize;
+        Some((
+            crate::stack::reserve::slot_base(hi, stack.stride()) + crate::stack::page_size(),
+            hi,
+        ))
     }
 
     /// This coroutine's id, unique in the process; overflow reports name it.
@@ -395,6 +406,7 @@ where
 /// Process-unique coroutine ids, handed to each thread in blocks to keep the counter cold.
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
+    let _off = crate::preempt::RuntimeGuard::new();
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };

@@ -40,15 +40,19 @@ compile_error!(
 
 mod context;
 pub mod coroutine;
+pub mod interrupt;
 pub mod io;
 mod overflow;
+pub mod preempt;
 mod runtime;
 mod sched;
 pub mod stack;
 pub mod sync;
 
 pub use context::{boot_signal, set_boot_signal};
-pub use runtime::{Runtime, RuntimeBuilder, ShutdownReport, run};
+pub use interrupt::Interrupt;
+pub use preempt::{Checkpoints, NoPreemptGuard, PreemptStats, checkpoint, no_preempt};
+pub use runtime::{DEFAULT_PREEMPT_SLICE, MIN_PREEMPT_SLICE, Runtime, RuntimeBuilder, ShutdownReport, run};
 pub use sched::api::{
     Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn, yield_now,
 };

@@ -18,11 +18,13 @@ use std::io;
 use std::panic;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Worker threads that run coroutines. Dropping it shuts it down (see [`Runtime::shutdown`]).
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    timer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Sets up a [`Runtime`].
@@ -31,7 +33,15 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
     name: String,
+    preempt: Option<Duration>,
 }
+
+/// The default preemption slice: 10 ms, as Go's. A coroutine that runs that long without
+/// waiting is switched out at its next safe point, or by a signal a quarter slice later.
+pub const DEFAULT_PREEMPT_SLICE: Duration = Duration::from_millis(10);
+
+/// The shortest preemption slice accepted.
+pub const MIN_PREEMPT_SLICE: Duration = Duration::from_micros(20);
 
 /// What shutting a runtime down found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +70,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Preemption: `Some(slice)` switches out a coroutine that has run `slice` without waiting
+    /// (see [`crate::preempt`]); `None` turns it off, so coroutines run until they wait or
+    /// yield. The default is [`DEFAULT_PREEMPT_SLICE`].
+    pub fn preempt(mut self, slice: Option<Duration>) -> Self {
+        self.preempt = slice;
+        self
+    }
+
     /// Starts the workers. Fails on zero or absurd worker counts, a bad stack size, or when
     /// the threads or their epoll/eventfd descriptors cannot be created.
     pub fn build(self) -> io::Result<Runtime> {
@@ -73,7 +91,22 @@ impl RuntimeBuilder {
             ));
         }
         stack::validate_size(self.stack_size)?;
-        let shared = Arc::new(Shared::new(workers, self.stack_size)?);
+        if let Some(slice) = self.preempt
+            && slice < MIN_PREEMPT_SLICE
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a preemption slice of {slice:?} is shorter than the minimum of {MIN_PREEMPT_SLICE:?}"),
+            ));
+        }
+        let preempt_async = match self.preempt {
+            Some(_) => {
+                crate::preempt::handler::install()?;
+                crate::preempt::async_preemption().is_ok()
+            }
+            None => false,
+        };
+        let shared = Arc::new(Shared::new(workers, self.stack_size, preempt_async)?);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
@@ -83,24 +116,52 @@ impl RuntimeBuilder {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    let partial = Runtime { shared, threads };
+                    let partial = Runtime {
+                        shared,
+                        threads,
+                        timer: None,
+                    };
                     drop(partial);
                     return Err(io::Error::new(e.kind(), format!("starting worker thread {i}: {e}")));
                 }
             }
         }
-        Ok(Runtime { shared, threads })
+        let timer = match self.preempt {
+            None => None,
+            Some(slice) => {
+                let rt = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("{}-timer", self.name))
+                    .spawn(move || crate::preempt::timer::run(rt, slice));
+                match spawned {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        drop(Runtime {
+                            shared,
+                            threads,
+                            timer: None,
+                        });
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("starting the preemption timer thread: {e}"),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(Runtime { shared, threads, timer })
     }
 }
 
 impl Runtime {
     /// A builder with the defaults: a worker per core, [`stack::DEFAULT_STACK_SIZE`] stacks,
-    /// threads named `sigcoro-N`.
+    /// threads named `sigcoro-N`, preemption after [`DEFAULT_PREEMPT_SLICE`].
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder {
             workers: None,
             stack_size: stack::DEFAULT_STACK_SIZE,
             name: "sigcoro".into(),
+            preempt: Some(DEFAULT_PREEMPT_SLICE),
         }
     }
 
@@ -164,7 +225,18 @@ impl Runtime {
         self.stop()
     }
 
+    /// How often this runtime's coroutines have been preempted so far, and how many signals its
+    /// timer thread sent.
+    pub fn preemptions(&self) -> crate::preempt::PreemptStats {
+        self.shared.stats.snapshot()
+    }
+
     fn stop(&mut self) -> ShutdownReport {
+        // The timer thread goes first: it reads the workers' thread-local flags.
+        self.shared.timer_stop.store(true, Ordering::Release);
+        if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
         let alive = self.shared.alive.load(Ordering::Acquire);
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.wake_all();

@@ -119,7 +119,7 @@ where
     T: Send + 'static,
 {
     let task = current_task().expect("a task runs on its worker");
-    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| call_user(task, f)));
     // Coroutine-local values are dropped here, on the coroutine's own stack; a panicking
     // destructor among them counts as the coroutine's panic.
     // SAFETY: only the running task touches its locals.
@@ -135,6 +135,28 @@ where
         Err(p) => Err(JoinErrorKind::Panic(p)),
     };
     finish(task, result);
+}
+
+/// Runs the user's closure with preemption allowed, from a frame the preemption handler's stack
+/// walk ends at: everything below it is user code (or what user code called).
+#[inline(never)]
+fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
+    /// Holds preemption off again when user code ends, by return or by unwinding.
+    struct Reenter<'a>(&'a Task);
+    impl Drop for Reenter<'_> {
+        fn drop(&mut self) {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            crate::preempt::off_inc(&self.0.preempt_off);
+        }
+    }
+    let fp: usize;
+    // SAFETY: reads the frame pointer register only.
+    unsafe { std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    task.user_base.store(fp, Ordering::Relaxed);
+    let _reenter = Reenter(task);
+    crate::preempt::off_dec(&task.preempt_off);
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    f()
 }
 
 /// Delivers a task's outcome and wakes its joiner.
@@ -165,7 +187,12 @@ pub(crate) fn start_coroutine(task: &Task) -> Option<coroutine::Coroutine<(), Ac
         body()
     });
     match made {
-        Ok(co) => Some(co),
+        Ok(co) => {
+            let (lo, hi) = co.stack_bounds().expect("a new coroutine has a stack");
+            task.stack_lo.store(lo, Ordering::Relaxed);
+            task.stack_hi.store(hi, Ordering::Relaxed);
+            Some(co)
+        }
         Err(e) => {
             let msg = format!("sigcoro: cannot start coroutine {}: {e}", task.id);
             finish(task, Err(JoinErrorKind::Panic(Box::new(msg))));
@@ -383,6 +410,11 @@ impl GreenThread {
     /// The name given with [`Builder::name`].
     pub fn name(&self) -> Option<&str> {
         self.task.name.as_deref()
+    }
+
+    /// How often this coroutine has been preempted so far.
+    pub fn preemptions(&self) -> crate::preempt::PreemptStats {
+        self.task.stats.snapshot()
     }
 
     /// Sets the coroutine's park token, waking it if it is parked. Callable from any thread.

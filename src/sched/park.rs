@@ -105,9 +105,11 @@ pub(crate) fn wait(task: &Task, action: Action) {
         return;
     }
     let yielder = task.yielder.get();
+    let off = crate::preempt::RuntimeGuard::new();
     // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
     // that task, running on its own stack.
     unsafe { (*yielder).suspend(action) };
+    drop(off);
     // Only this task's worker touches the number: a plain load and store, no locked add.
     task.wait_seq
         .store(task.wait_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use super::worker;
 use crate::coroutine::{Coroutine, Yielder};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -40,6 +40,10 @@ pub(crate) enum Action {
     Park(Option<Instant>),
     /// Wake me at the deadline (or on cancellation); park tokens are left alone.
     Sleep(Instant),
+    /// I was switched out by the preemption signal's handler: unblock the signal, requeue me.
+    Preempted,
+    /// My slice expired and I yielded at a safe point: requeue me.
+    Expired,
 }
 
 /// The outcome slot, shared by the task and its join handle.
@@ -75,6 +79,19 @@ pub(crate) struct Task {
     pub slot: AtomicUsize,
     /// The coroutine's yielder, set when it starts (running worker only).
     pub yielder: Cell<*const Yielder<(), Action>>,
+    /// No-preempt depth: user regions plus the runtime's own critical sections. Starts at 1
+    /// (runtime code) and drops to 0 only while user code runs.
+    pub preempt_off: AtomicU32,
+    /// Set while the coroutine is switched out from inside the preemption handler.
+    pub in_handler: AtomicBool,
+    /// Frame pointer of the runtime's frame that calls user code: where the handler's stack
+    /// walk ends.
+    pub user_base: AtomicUsize,
+    /// The coroutine's stack, `[lo, hi)`, once it has one.
+    pub stack_lo: AtomicUsize,
+    pub stack_hi: AtomicUsize,
+    /// How often this task was preempted.
+    pub stats: crate::preempt::Counters,
     /// Its `coroutine_local!` values (running worker only).
     pub locals: UnsafeCell<super::local::Locals>,
     /// The stack size its coroutine gets when it first runs.
@@ -109,6 +126,12 @@ impl Task {
             slot: AtomicUsize::new(usize::MAX),
             yielder: Cell::new(std::ptr::null()),
             join: Mutex::new(JoinState::default()),
+            preempt_off: AtomicU32::new(1),
+            in_handler: AtomicBool::new(false),
+            user_base: AtomicUsize::new(0),
+            stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
+            stats: crate::preempt::Counters::default(),
             locals: UnsafeCell::new(Vec::new()),
             stack_size,
             body: UnsafeCell::new(Some(body)),
@@ -160,7 +183,7 @@ impl Task {
         self.interrupt_sleep();
     }
 
-    pub(crate) fn lock_join(&self) -> std::sync::MutexGuard<'_, JoinState> {
-        self.join.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock_join(&self) -> crate::preempt::LockGuard<'_, JoinState> {
+        crate::preempt::lock(&self.join)
     }
 }

@@ -18,7 +18,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,6 +42,29 @@ pub(crate) struct WorkerShared {
     queued: AtomicUsize,
     eventfd: OwnedFd,
     epoll: OwnedFd,
+    /// What the timer thread watches.
+    pub preempt: PreemptWatch,
+    /// This worker's `Interrupt`s.
+    pub interrupts: crate::interrupt::Registry,
+}
+
+/// A worker's state as the preemption timer thread samples it.
+#[derive(Default)]
+pub(crate) struct PreemptWatch {
+    /// The worker thread's id, for tgkill.
+    pub tid: AtomicI32,
+    /// The worker thread's CPU-time clock.
+    pub cpu_clock: AtomicI32,
+    /// Slices started: bumped whenever a task runs from the back of the queue (a task woken
+    /// into the `next` slot inherits the slice, so a ping-pong pair cannot hog the worker).
+    pub slice_seq: AtomicU64,
+    /// Whether a coroutine is running now.
+    pub running: AtomicBool,
+    /// The worker's thread-local interrupt flags.
+    pub flag: AtomicPtr<AtomicU8>,
+    /// The worker's earliest timer, in [`crate::preempt::timer::nanos`] (0: none). A coroutine
+    /// still running when it is due is preempted at once, so the timer fires on time.
+    pub deadline: AtomicU64,
 }
 
 /// The runtime's state shared by its workers, its handles and its tasks.
@@ -51,10 +74,16 @@ pub(crate) struct Shared {
     pub next_worker: AtomicUsize,
     pub alive: AtomicUsize,
     pub stack_size: usize,
+    /// Whether the timer thread may signal workers (asynchronous preemption is available).
+    pub preempt_async: bool,
+    /// Tells the timer thread to stop (before the workers are).
+    pub timer_stop: AtomicBool,
+    /// Runtime-wide preemption counts.
+    pub stats: crate::preempt::Counters,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize, stack_size: usize) -> io::Result<Shared> {
+    pub(crate) fn new(workers: usize, stack_size: usize, preempt_async: bool) -> io::Result<Shared> {
         let workers = (0..workers)
             .map(|_| WorkerShared::new())
             .collect::<io::Result<Vec<_>>>()?;
@@ -64,6 +93,9 @@ impl Shared {
             next_worker: AtomicUsize::new(0),
             alive: AtomicUsize::new(0),
             stack_size,
+            preempt_async,
+            timer_stop: AtomicBool::new(false),
+            stats: crate::preempt::Counters::default(),
         })
     }
 
@@ -106,6 +138,8 @@ impl WorkerShared {
             queued: AtomicUsize::new(0),
             eventfd,
             epoll,
+            preempt: PreemptWatch::default(),
+            interrupts: crate::interrupt::Registry::default(),
         })
     }
 
@@ -118,6 +152,13 @@ impl WorkerShared {
         q.extend(tasks);
         self.remote_len.store(q.len(), Ordering::SeqCst);
         drop(q);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the worker if it sleeps in epoll. Async-signal-safe.
+    pub(crate) fn wake_if_sleeping(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
             self.wake();
         }
@@ -138,6 +179,12 @@ pub(crate) struct Local {
     pub index: usize,
     pub rt: Arc<Shared>,
     queue: UnsafeCell<VecDeque<Arc<Task>>>,
+    /// A task just woken here: it runs next, in the current slice.
+    next: UnsafeCell<Option<Arc<Task>>>,
+    /// Tasks woken by timers, in deadline order: they run before the run queue, after `next`.
+    timer_woken: UnsafeCell<VecDeque<Arc<Task>>>,
+    /// Whether timers are firing now (their wake-ups go to `timer_woken`).
+    firing: Cell<bool>,
     /// Live tasks that have run here, by slot; the free slots.
     registry: UnsafeCell<Registry>,
     timers: UnsafeCell<Timers>,
@@ -161,14 +208,25 @@ pub(crate) fn local() -> Option<&'static Local> {
 }
 
 /// Makes a task runnable on the right worker.
+///
+/// A woken task that has run here before takes the `next` slot (the one it displaces goes to
+/// the back): a coroutine that slept or waited runs right after the current one, within the
+/// current slice, so wake-ups are served fast while CPU-bound coroutines queue at the back. New
+/// tasks go to the back.
 pub(crate) fn schedule(task: Arc<Task>) {
+    let _off = crate::preempt::RuntimeGuard::new();
     let owner = task.owner.load(Ordering::Acquire);
     if let Some(local) = local()
         && Arc::ptr_eq(&local.rt, &task.rt)
         && (owner == local.index || owner == UNSTARTED)
     {
-        // SAFETY: the queue belongs to this thread, and nothing else borrows it now.
-        unsafe { (*local.queue.get()).push_back(task) };
+        if owner == UNSTARTED {
+            local.queue().push_back(task);
+        } else if local.firing.get() {
+            local.timer_woken().push_back(task);
+        } else if let Some(displaced) = local.next().replace(task) {
+            local.queue().push_back(displaced);
+        }
         return;
     }
     let rt = task.rt.clone();
@@ -188,12 +246,25 @@ impl Local {
             index,
             rt,
             queue: UnsafeCell::new(VecDeque::new()),
+            next: UnsafeCell::new(None),
+            timer_woken: UnsafeCell::new(VecDeque::new()),
+            firing: Cell::new(false),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),
             current: Cell::new(std::ptr::null()),
             io,
         };
         LOCAL.with(|l| l.set(&local));
+        let watch = &local.rt.workers[index].preempt;
+        // SAFETY: gettid has no preconditions.
+        watch.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: asks for this thread's CPU clock id into a local.
+        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+            watch.cpu_clock.store(clock, Ordering::Relaxed);
+        }
+        let flag = crate::preempt::INTERRUPT.with(|f| f as *const AtomicU8 as *mut AtomicU8);
+        watch.flag.store(flag, Ordering::Release);
         local.main_loop();
         local.shut_down();
         LOCAL.with(|l| l.set(std::ptr::null()));
@@ -211,6 +282,34 @@ impl Local {
     }
 
     #[allow(clippy::mut_from_ref)]
+    fn next(&self) -> &mut Option<Arc<Task>> {
+        // SAFETY: as for the queue.
+        unsafe { &mut *self.next.get() }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn timer_woken(&self) -> &mut VecDeque<Arc<Task>> {
+        // SAFETY: as for the queue.
+        unsafe { &mut *self.timer_woken.get() }
+    }
+
+    /// The task to run next, and whether it starts a new slice: the `next` slot (same slice),
+    /// then sleepers woken by timers (earliest deadline first), then the run queue.
+    fn pop(&self) -> Option<(Arc<Task>, bool)> {
+        if let Some(t) = self.next().take() {
+            return Some((t, false));
+        }
+        self.timer_woken()
+            .pop_front()
+            .or_else(|| self.queue().pop_front())
+            .map(|t| (t, true))
+    }
+
+    fn has_work(&self) -> bool {
+        self.next().is_some() || !self.timer_woken().is_empty() || !self.queue().is_empty()
+    }
+
+    #[allow(clippy::mut_from_ref)]
     fn timers(&self) -> &mut Timers {
         // SAFETY: as for the queue.
         unsafe { &mut *self.timers.get() }
@@ -219,13 +318,16 @@ impl Local {
     fn main_loop(&self) {
         loop {
             for _ in 0..BATCH {
-                let Some(task) = self.queue().pop_front() else { break };
-                self.run_task(task);
+                let Some((task, new_slice)) = self.pop() else { break };
+                if self.run_task(task, new_slice) {
+                    break; // a slice went by: look at timers and the remote queue now
+                }
             }
             self.take_remote();
             self.fire_timers();
+            crate::interrupt::run_pending_on(&self.me().interrupts);
             self.answer_steal_request();
-            if !self.queue().is_empty() {
+            if self.has_work() {
                 if self.io.has_waiters() {
                     self.poll_io(0);
                 }
@@ -239,12 +341,14 @@ impl Local {
         }
     }
 
-    fn run_task(&self, task: Arc<Task>) {
+    /// Runs a task until it suspends; returns whether it was preempted (it ran a whole slice,
+    /// so timers and the remote queue are due a look).
+    fn run_task(&self, task: Arc<Task>, new_slice: bool) -> bool {
         if task.owner.load(Ordering::Relaxed) == UNSTARTED {
             self.current.set(Arc::as_ptr(&task));
             let made = super::api::start_coroutine(&task);
             self.current.set(std::ptr::null());
-            let Some(co) = made else { return };
+            let Some(co) = made else { return false };
             // SAFETY: we dequeued the task, so we are the one worker that may run it.
             unsafe { *task.coroutine() = Some(co) };
             task.owner.store(self.index, Ordering::Release);
@@ -257,17 +361,41 @@ impl Local {
             slots[slot] = Some(task.clone());
             task.slot.store(slot, Ordering::Relaxed);
         }
+        let watch = &self.me().preempt;
+        if new_slice {
+            watch
+                .slice_seq
+                .store(watch.slice_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            // A locked read-modify-write only when the bit is set: this runs at every handoff.
+            crate::preempt::INTERRUPT.with(|f| {
+                if f.load(Ordering::Relaxed) & crate::preempt::PREEMPT != 0 {
+                    f.fetch_and(!crate::preempt::PREEMPT, Ordering::Relaxed);
+                }
+            });
+        }
         self.current.set(Arc::as_ptr(&task));
+        watch.running.store(true, Ordering::Relaxed);
         // SAFETY: we dequeued the task, so we are the one worker that may run it.
         let co = unsafe { task.coroutine() };
         let outcome = co.as_mut().expect("a queued task has a coroutine").resume(());
+        watch.running.store(false, Ordering::Relaxed);
         self.current.set(std::ptr::null());
         match outcome {
             CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
+            CoroutineResult::Yield(Action::Expired) => {
+                self.queue().push_back(task);
+                return true;
+            }
+            CoroutineResult::Yield(Action::Preempted) => {
+                crate::preempt::handler::unblock();
+                self.queue().push_back(task);
+                return true;
+            }
             CoroutineResult::Yield(Action::Park(deadline)) => {
                 if let Some(d) = deadline {
                     let seq = task.wait_seq.load(Ordering::Relaxed);
                     self.timers().push(d, seq, TimerKind::Park, task.clone());
+                    self.publish_deadline();
                 }
                 if task
                     .park
@@ -281,6 +409,7 @@ impl Local {
                 let seq = task.wait_seq.load(Ordering::Relaxed);
                 task.sleeping.store(true, Ordering::Release);
                 self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
+                self.publish_deadline();
                 if task.cancelled.load(Ordering::Acquire) {
                     task.interrupt_sleep();
                 }
@@ -294,6 +423,7 @@ impl Local {
                 free.push(slot);
             }
         }
+        false
     }
 
     fn take_remote(&self) {
@@ -311,6 +441,7 @@ impl Local {
             return;
         }
         let now = Instant::now();
+        self.firing.set(true);
         while let Some((seq, kind, task)) = self.timers().pop_expired(now) {
             if task.wait_seq.load(Ordering::Relaxed) != seq {
                 continue;
@@ -319,6 +450,17 @@ impl Local {
                 TimerKind::Park => task.unpark(),
                 TimerKind::Sleep => task.interrupt_sleep(),
             }
+        }
+        self.firing.set(false);
+        self.publish_deadline();
+    }
+
+    /// Tells the timer thread when our earliest timer is due.
+    fn publish_deadline(&self) {
+        let ns = self.timers().next_deadline().map_or(0, crate::preempt::timer::nanos);
+        let slot = &self.me().preempt.deadline;
+        if slot.load(Ordering::Relaxed) != ns {
+            slot.store(ns, Ordering::Relaxed);
         }
     }
 
@@ -378,16 +520,17 @@ impl Local {
         // that, and costs a cache miss instead of an eventfd write and a kernel wakeup (tens of
         // microseconds on a VM). Nobody writes our eventfd while we spin: we are not `sleeping`.
         let spin_end = Instant::now() + SPIN;
-        while me.remote_len.load(Ordering::Relaxed) == 0 && Instant::now() < spin_end {
+        let work_arrived = || me.remote_len.load(Ordering::SeqCst) != 0 || me.interrupts.is_pending();
+        while !work_arrived() && Instant::now() < spin_end {
             for _ in 0..32 {
                 std::hint::spin_loop();
             }
         }
-        if me.remote_len.load(Ordering::Relaxed) != 0 {
+        if work_arrived() {
             return;
         }
         me.sleeping.store(true, Ordering::SeqCst);
-        if me.remote_len.load(Ordering::SeqCst) == 0 && !self.rt.shutdown.load(Ordering::SeqCst) {
+        if !work_arrived() && !self.rt.shutdown.load(Ordering::SeqCst) {
             let timeout = match self.timers().next_deadline() {
                 None => -1,
                 Some(d) => {
@@ -433,10 +576,10 @@ impl Local {
             for task in &live {
                 task.cancel();
             }
-            if live.is_empty() && self.queue().is_empty() {
+            if live.is_empty() && !self.has_work() {
                 break;
             }
-            while let Some(task) = self.queue().pop_front() {
+            while let Some((task, _)) = self.pop() {
                 if task.owner.load(Ordering::Relaxed) == UNSTARTED {
                     // Never started: dropping its body drops the closure, which never ran.
                     // SAFETY: we dequeued it.
@@ -444,10 +587,10 @@ impl Local {
                     super::api::finish(&task, Err(super::task::JoinErrorKind::Cancelled));
                     continue;
                 }
-                self.run_task(task);
+                self.run_task(task, true);
             }
             self.take_remote();
-            if self.queue().is_empty() {
+            if !self.has_work() {
                 self.idle_briefly();
             }
         }

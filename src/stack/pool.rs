@@ -78,6 +78,8 @@ thread_local! {
 
 /// Runs `f` on this thread's pool, or returns `None` while the thread is being torn down.
 fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+    // A coroutine preempted inside would leave the pool borrowed for the next one.
+    let _off = crate::preempt::RuntimeGuard::new();
     // SAFETY: the pool is only reached through this function, and no function called with it
     // reaches back here (booting, the reserve and madvise never run coroutine code), so the
     // mutable borrow is unique.

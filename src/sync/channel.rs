@@ -63,6 +63,7 @@ impl<T> Sender<T> {
     /// Sends a value, waiting while the channel is full (on a rendezvous channel: until a
     /// receiver takes it). Fails, returning the value, if every receiver is gone.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        crate::checkpoint();
         self.chan.send(value, None).map_err(|e| SendError(e.into_inner()))
     }
 
@@ -138,6 +139,7 @@ impl<T> Receiver<T> {
     /// Receives a value, waiting while the channel is empty; fails once it is empty and every
     /// sender is gone.
     pub fn recv(&self) -> Result<T, RecvError> {
+        crate::checkpoint();
         self.chan.recv(None).map_err(|_| RecvError)
     }
 

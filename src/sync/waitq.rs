@@ -7,7 +7,7 @@
 //! grow in queue order, so lookups are binary searches.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex as StdMutex, MutexGuard as StdMutexGuard, PoisonError};
+use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use crate::sched::park::Unparker;
@@ -134,10 +134,11 @@ pub(crate) fn unpark(u: Option<Unparker>) {
     }
 }
 
-/// Locks an internal std mutex. Internal critical sections run no user code, so poisoning
-/// carries no information and is ignored.
-pub(crate) fn lock<T>(m: &StdMutex<T>) -> StdMutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// Locks an internal std mutex, with preemption held off while it is held (a coroutine
+/// preempted holding it would block every coroutine of its worker that wants it). Internal
+/// critical sections run no user code, so poisoning carries no information and is ignored.
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> crate::preempt::LockGuard<'_, T> {
+    crate::preempt::lock(m)
 }
 
 /// The deadline `timeout` from now; `None` (wait forever) if it overflows `Instant`.

@@ -1,0 +1,185 @@
+//! What preemption buys: CPU hogs beside an interactive coroutine, with preemption on and off.
+//!
+//! `cargo run --release --example preemption [-- --workers 2 --hogs 8 --slice-us 1000 --secs 2]`
+//!
+//! The hogs spin in arithmetic loops that never call a function or yield; the interactive
+//! coroutine sleeps 1 ms in a loop and records how late each wake-up is. With preemption off, a
+//! hog that holds a worker never lets go, so the sleeper starves and the hogs' shares depend on
+//! which ran first. With it on, hogs are switched out by the timer thread's signal after about a
+//! slice, the sleeper wakes on time, and the hogs share the CPU evenly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Args {
+    workers: usize,
+    hogs: usize,
+    slice: Duration,
+    secs: f64,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        workers: 2,
+        hogs: 8,
+        slice: Duration::from_millis(1),
+        secs: 2.0,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).map(String::as_str).unwrap_or("");
+        match pair[0].as_str() {
+            "--workers" => a.workers = value.parse().expect("--workers N"),
+            "--hogs" => a.hogs = value.parse().expect("--hogs N"),
+            "--slice-us" => a.slice = Duration::from_micros(value.parse().expect("--slice-us N")),
+            "--secs" => a.secs = value.parse().expect("--secs S"),
+            other => panic!("unknown option {other}; see the doc comment at the top of the example"),
+        }
+    }
+    a
+}
+
+/// One measurement: the sleeper's lateness in microseconds (sorted) and each hog's work.
+struct Run {
+    lateness_us: Vec<u64>,
+    work: Vec<u64>,
+    stats: sigcoro::PreemptStats,
+    /// CPU time the timer thread used, in seconds.
+    timer_cpu: f64,
+}
+
+/// CPU time (user + system, seconds) of this process's thread named `name`, if it is alive.
+fn thread_cpu(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    for entry in dir.flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')'))
+            && &stat[open + 1..close] == name
+        {
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+            return ticks / hz;
+        }
+    }
+    0.0
+}
+
+fn run(args: &Args, preempt: Option<Duration>) -> Run {
+    let rt = sigcoro::Runtime::builder()
+        .workers(args.workers)
+        .preempt(preempt)
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let work: Arc<Vec<AtomicU64>> = Arc::new((0..args.hogs).map(|_| AtomicU64::new(0)).collect());
+    let (hogs, secs) = (args.hogs, args.secs);
+    // Spawned from this thread, tasks go to the workers in turn: each gets its share of hogs.
+    let hog_handles: Vec<_> = (0..hogs)
+        .map(|i| {
+            let (stop, work) = (stop.clone(), work.clone());
+            rt.spawn(move || {
+                let mut x = i as u64 + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..4096 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    }
+                    work[i].fetch_add(1, Ordering::Relaxed);
+                }
+                std::hint::black_box(x);
+            })
+        })
+        .collect();
+    let sleeper = rt.spawn(move || {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut late = Vec::new();
+        while Instant::now() < end {
+            let t = Instant::now();
+            sigcoro::sleep(Duration::from_millis(1));
+            late.push((t.elapsed().saturating_sub(Duration::from_millis(1))).as_micros() as u64);
+        }
+        late
+    });
+    // Without preemption the sleeper may never run: this thread ends the run on time.
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let lateness_us = sleeper.join().unwrap();
+    hog_handles.into_iter().for_each(|h| h.join().unwrap());
+    let stats = rt.preemptions();
+    let timer_cpu = thread_cpu("sigcoro-timer");
+    let work = work.iter().map(|w| w.load(Ordering::Relaxed)).collect();
+    let mut lateness_us = lateness_us;
+    lateness_us.sort_unstable();
+    Run {
+        lateness_us,
+        work,
+        stats,
+        timer_cpu,
+    }
+}
+
+fn pct(v: &[u64], p: f64) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    format!("{:.2} ms", v[i] as f64 / 1000.0)
+}
+
+fn report(label: &str, r: &Run, secs: f64) {
+    let total: u64 = r.work.iter().sum();
+    let n = r.work.len() as f64;
+    let jain = (total as f64).powi(2) / (n * r.work.iter().map(|&w| (w as f64).powi(2)).sum::<f64>()).max(1.0);
+    let (min, max) = (*r.work.iter().min().unwrap_or(&0), *r.work.iter().max().unwrap_or(&0));
+    println!("{label}");
+    println!(
+        "  sleeper: {} wake-ups in {secs} s; lateness p50 {}, p99 {}, max {}",
+        r.lateness_us.len(),
+        pct(&r.lateness_us, 0.5),
+        pct(&r.lateness_us, 0.99),
+        pct(&r.lateness_us, 1.0)
+    );
+    let shares: Vec<String> = r
+        .work
+        .iter()
+        .map(|&w| format!("{:.1}%", 100.0 * w as f64 / total.max(1) as f64))
+        .collect();
+    println!("  hog shares: {}", shares.join(" "));
+    println!(
+        "  fairness (Jain) {jain:.4}, min/max {:.3}, total work {:.1} M blocks/s",
+        min as f64 / max.max(1) as f64,
+        total as f64 / secs / 1e6
+    );
+    println!(
+        "  preemptions: {} by signal, {} at safe points, {} deferred, {} signals sent",
+        r.stats.asynchronous, r.stats.at_safe_points, r.stats.deferred, r.stats.signals
+    );
+    println!("  timer thread CPU: {:.1}% of a core", 100.0 * r.timer_cpu / secs);
+}
+
+fn main() {
+    let args = parse_args();
+    println!(
+        "{} workers, {} hogs, a 1 ms sleeper, {} s per run; asynchronous preemption: {}",
+        args.workers,
+        args.hogs,
+        args.secs,
+        match sigcoro::preempt::async_preemption() {
+            Ok(()) => "available".to_string(),
+            Err(why) => format!("off ({why})"),
+        }
+    );
+    let on = run(&args, Some(args.slice));
+    report(&format!("\npreemption on, {:?} slice:", args.slice), &on, args.secs);
+    let off = run(&args, None);
+    report("\npreemption off:", &off, args.secs);
+    let (t_on, t_off): (u64, u64) = (on.work.iter().sum(), off.work.iter().sum());
+    println!(
+        "\nhog throughput with preemption on / off: {:.3}",
+        t_on as f64 / t_off.max(1) as f64
+    );
+}

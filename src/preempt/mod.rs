@@ -1,0 +1,303 @@
+//! Preemption: timer threads interrupt coroutines that run too long, at safe points.
+//!
+//! Two levels, cheapest first, as Async::Interrupt's asynchronous interrupts:
+//!
+//! 1. A runtime's timer thread samples each worker. When the same slice has run longer than the
+//!    runtime's `preempt` slice, it raises the worker's interrupt flag: one atomic store. Every
+//!    safe point ([`checkpoint`], [`yield_now`](crate::yield_now), parking, channel operations,
+//!    the end of a [`no_preempt`] region) tests the flag with one load and a predictable branch,
+//!    and yields if it is set.
+//! 2. If the flag is still set a grace period later, the timer thread sends the worker a signal.
+//!    Its handler runs on the coroutine's own stack and preempts only where that is safe: not
+//!    inside a no-preempt region (the runtime's own critical sections are ones), and neither the
+//!    interrupted instruction nor any caller up to the coroutine's entry in a shared library
+//!    (libc, the loader, the vDSO) or in the Rust standard library (stdout's lock, for one). If
+//!    safe, it switches to the scheduler from inside the handler: the kernel's signal frame on
+//!    the coroutine's stack holds every register, vector state included, and the handler
+//!    restores errno when the coroutine resumes. If not, the flag stays set for the next safe
+//!    point.
+//!
+//! # What user code must guard
+//!
+//! Preemption switches coroutines of one worker thread at points the code did not choose, so
+//! state that is per *thread* but used by several coroutines must not be held across such a
+//! point. Wrap it in [`no_preempt`] (or use [`crate::sync`], whose locks park coroutines):
+//!
+//! - a `std::sync::Mutex`/`RwLock` (or parking_lot's) guard held while doing work: another
+//!   coroutine of the same worker that locks it blocks the whole worker thread, and the holder
+//!   never runs again: a deadlock;
+//! - a `RefCell` in a `thread_local!` borrowed across work: another coroutine's borrow panics;
+//! - a `thread_local!` whose initialiser runs long.
+//!
+//! Asynchronous preemption needs frame pointers (build with `-C force-frame-pointers=yes`, as
+//! this crate's own `.cargo/config.toml` does) and a symbol table; without them it is off and
+//! only safe points preempt ([`async_preemption`] says why).
+
+pub(crate) mod handler;
+pub(crate) mod ranges;
+pub(crate) mod timer;
+
+use crate::sched::park::current_task;
+use crate::sched::task::Task;
+use std::sync::atomic::{AtomicU8, Ordering, compiler_fence};
+
+thread_local! {
+    /// This worker's interrupt flags, [`PREEMPT`] and [`CALLBACKS`]; the timer thread and
+    /// [`Interrupt::signal`](crate::Interrupt::signal) set them through a pointer. On threads
+    /// that are not workers they stay 0.
+    pub(crate) static INTERRUPT: AtomicU8 = const { AtomicU8::new(0) };
+}
+
+/// Interrupt flag: the running slice has expired.
+pub(crate) const PREEMPT: u8 = 1;
+/// Interrupt flag: an [`Interrupt`](crate::Interrupt) of this worker was signalled.
+pub(crate) const CALLBACKS: u8 = 2;
+
+/// A safe point: if the timer thread asked this worker to switch, yield now. Costs one load and
+/// a predictable branch when nothing is pending; does nothing outside a runtime.
+///
+/// Put it in long loops that make no runtime calls. For hot loops where even that load would
+/// block vectorisation, see [`Checkpoints`].
+#[inline]
+pub fn checkpoint() {
+    if INTERRUPT.with(|f| f.load(Ordering::Relaxed)) != 0 {
+        checkpoint_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn checkpoint_slow() {
+    let Some(task) = current_task() else {
+        // Not a coroutine (a worker's own stack runs interrupt callbacks in its loop).
+        INTERRUPT.with(|f| f.fetch_and(!PREEMPT, Ordering::Relaxed));
+        return;
+    };
+    if task.preempt_off.load(Ordering::Relaxed) > 0 {
+        return; // the end of the region takes it
+    }
+    let flags = INTERRUPT.with(|f| f.load(Ordering::Relaxed));
+    if flags & CALLBACKS != 0 {
+        INTERRUPT.with(|f| f.fetch_and(!CALLBACKS, Ordering::Relaxed));
+        crate::interrupt::run_pending();
+    }
+    if flags & PREEMPT == 0 {
+        return;
+    }
+    INTERRUPT.with(|f| f.fetch_and(!PREEMPT, Ordering::Relaxed));
+    task.stats.at_safe_points.fetch_add(1, Ordering::Relaxed);
+    task.rt.stats.at_safe_points.fetch_add(1, Ordering::Relaxed);
+    crate::sched::park::wait(task, crate::sched::task::Action::Expired);
+}
+
+/// A countdown that calls [`checkpoint`] once every `every` ticks, so a hot loop pays a
+/// decrement and a rarely taken branch instead of a load per iteration.
+///
+/// ```
+/// let mut cp = sigcoro::Checkpoints::every(1024);
+/// let mut sum = 0u64;
+/// for i in 0..1_000_000u64 {
+///     sum = sum.wrapping_add(i * i);
+///     cp.tick();
+/// }
+/// # assert!(sum > 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    every: u32,
+    left: u32,
+}
+
+impl Checkpoints {
+    /// A countdown that checks once every `every` ticks (at least 1).
+    pub fn every(every: u32) -> Checkpoints {
+        let every = every.max(1);
+        Checkpoints { every, left: every }
+    }
+
+    /// Counts one tick; every `every`th one is a [`checkpoint`].
+    #[inline]
+    pub fn tick(&mut self) {
+        self.left -= 1;
+        if self.left == 0 {
+            self.left = self.every;
+            checkpoint();
+        }
+    }
+}
+
+/// Runs `f` where no preemption lands: neither a safe point inside it nor the signal handler
+/// switches away (it may still wait, e.g. on a channel, by its own choice). Regions nest; when
+/// the outermost one ends, an interrupt that arrived meanwhile is taken.
+pub fn no_preempt<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoPreemptGuard::new();
+    f()
+}
+
+/// A [`no_preempt`] region as a guard: preemption is held off until it drops. Async::Interrupt's
+/// `scope_block`.
+#[must_use = "the region ends when the guard is dropped"]
+pub struct NoPreemptGuard {
+    inner: RuntimeGuard,
+}
+
+impl NoPreemptGuard {
+    /// Begins a region (a no-op outside a coroutine of a runtime).
+    pub fn new() -> NoPreemptGuard {
+        NoPreemptGuard {
+            inner: RuntimeGuard::new(),
+        }
+    }
+}
+
+impl Default for NoPreemptGuard {
+    fn default() -> Self {
+        NoPreemptGuard::new()
+    }
+}
+
+impl Drop for NoPreemptGuard {
+    fn drop(&mut self) {
+        let outermost = self.inner.release();
+        if outermost && !std::thread::panicking() {
+            checkpoint();
+        }
+    }
+}
+
+impl std::fmt::Debug for NoPreemptGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoPreemptGuard")
+    }
+}
+
+/// Adds one to a task's no-preempt depth. Only the task's own thread writes the depth (the
+/// signal handler that reads it runs on that thread too), so a plain load and store do: no
+/// locked instruction on the hot path. Returns the old depth.
+#[inline(always)]
+pub(crate) fn off_inc(depth: &std::sync::atomic::AtomicU32) -> u32 {
+    let old = depth.load(Ordering::Relaxed);
+    depth.store(old + 1, Ordering::Relaxed);
+    old
+}
+
+/// Takes one from a task's no-preempt depth (see [`off_inc`]); returns the old depth.
+#[inline(always)]
+pub(crate) fn off_dec(depth: &std::sync::atomic::AtomicU32) -> u32 {
+    let old = depth.load(Ordering::Relaxed);
+    depth.store(old - 1, Ordering::Relaxed);
+    old
+}
+
+/// The runtime's own critical sections: holds preemption off like [`NoPreemptGuard`] but never
+/// yields when it ends (the runtime may be in the middle of something).
+pub(crate) struct RuntimeGuard {
+    task: Option<&'static Task>,
+}
+
+impl RuntimeGuard {
+    #[inline]
+    pub(crate) fn new() -> RuntimeGuard {
+        let task = current_task();
+        if let Some(t) = task {
+            crate::preempt::off_inc(&t.preempt_off);
+            compiler_fence(Ordering::SeqCst);
+        }
+        RuntimeGuard { task }
+    }
+
+    /// Ends the region; returns whether it was the outermost one.
+    #[inline]
+    fn release(&mut self) -> bool {
+        match self.task.take() {
+            Some(t) => {
+                compiler_fence(Ordering::SeqCst);
+                crate::preempt::off_dec(&t.preempt_off) == 1
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for RuntimeGuard {
+    #[inline]
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A std mutex guard that also holds preemption off, for the runtime's internal locks: a
+/// coroutine preempted while holding one would block every other coroutine of its worker that
+/// takes it.
+pub(crate) struct LockGuard<'a, T> {
+    guard: std::sync::MutexGuard<'a, T>,
+    _off: RuntimeGuard,
+}
+
+/// Locks a runtime-internal std mutex (ignoring poison) with preemption held off.
+#[inline]
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> LockGuard<'_, T> {
+    let off = RuntimeGuard::new();
+    LockGuard {
+        guard: m.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        _off: off,
+    }
+}
+
+impl<T> std::ops::Deref for LockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for LockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+/// Whether asynchronous preemption (level 2) is available in this process, or why not. Safe
+/// points preempt either way.
+pub fn async_preemption() -> Result<(), &'static str> {
+    match ranges::init().off_reason {
+        None => Ok(()),
+        Some(why) => Err(why),
+    }
+}
+
+/// How often coroutines were preempted: counts for one coroutine
+/// ([`GreenThread::preemptions`](crate::GreenThread::preemptions)) or a whole runtime
+/// ([`Runtime::preemptions`](crate::Runtime::preemptions)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreemptStats {
+    /// Switched away by the signal handler, at an arbitrary safe instruction.
+    pub asynchronous: u64,
+    /// Switched away at a safe point after the interrupt flag was raised.
+    pub at_safe_points: u64,
+    /// Signals that found the coroutine where it could not be switched (a no-preempt region,
+    /// libc, std): the flag stayed set for the next safe point.
+    pub deferred: u64,
+    /// Signals the timer thread sent (runtime totals only).
+    pub signals: u64,
+}
+
+/// Counters behind [`PreemptStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub asynchronous: std::sync::atomic::AtomicU64,
+    pub at_safe_points: std::sync::atomic::AtomicU64,
+    pub deferred: std::sync::atomic::AtomicU64,
+    pub signals: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> PreemptStats {
+        PreemptStats {
+            asynchronous: self.asynchronous.load(Ordering::Relaxed),
+            at_safe_points: self.at_safe_points.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
+            signals: self.signals.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Preemption: spinning coroutines are switched out, share a worker fairly, are never switched
+//! inside `no_preempt`, and the signal path survives malloc, println! and locks. Tests assert
+//! counts and invariants; bounded waits only guard against hangs.
+
+use sigcoro::Runtime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn rt(workers: usize, slice: Duration) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .preempt(Some(slice))
+        .build()
+        .expect("runtime")
+}
+
+/// Spins without calls or safe points until `stop`, counting blocks of work.
+fn spin(stop: &AtomicBool, work: &AtomicU64) {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..2048 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        }
+        work.fetch_add(1, Ordering::Relaxed);
+    }
+    std::hint::black_box(x);
+}
+
+/// Sets `stop` after `limit`, so a broken preemption fails the test instead of hanging it.
+fn watchdog(stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        true
+    })
+}
+
+#[test]
+fn a_spinning_coroutine_is_preempted_and_others_progress() {
+    let rt = rt(1, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let dog = watchdog(stop.clone(), Duration::from_secs(30));
+    let (s, work) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+    let w = work.clone();
+    let spinner = rt.spawn(move || spin(&s, &w));
+    // The ticker runs on the same (only) worker: it progresses only if the spinner is switched out.
+    let s = stop.clone();
+    let ticks = rt.spawn(move || {
+        let mut n = 0;
+        while n < 20 && !s.load(Ordering::Relaxed) {
+            sigcoro::sleep(Duration::from_millis(1));
+            n += 1;
+        }
+        n
+    });
+    let n = ticks.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().unwrap();
+    assert!(!dog.join().unwrap(), "the watchdog had to stop the spinner");
+    assert_eq!(n, 20);
+    let stats = rt.preemptions();
+    assert!(stats.asynchronous + stats.at_safe_points > 0, "{stats:?}");
+    assert!(spinner_thread_work(&work) > 0);
+}
+
+fn spinner_thread_work(w: &AtomicU64) -> u64 {
+    w.load(Ordering::Relaxed)
+}
+
+#[test]
+fn spinning_coroutines_share_a_worker() {
+    const HOGS: usize = 4;
+    let rt = rt(1, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let work: Arc<Vec<AtomicU64>> = Arc::new((0..HOGS).map(|_| AtomicU64::new(0)).collect());
+    let handles: Vec<_> = (0..HOGS)
+        .map(|i| {
+            let (s, w) = (stop.clone(), work.clone());
+            rt.spawn(move || spin(&s, &w[i]))
+        })
+        .collect();
+    // Let each get many slices.
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let counts: Vec<u64> = work.iter().map(|w| w.load(Ordering::Relaxed)).collect();
+    let total: u64 = counts.iter().sum();
+    for &c in &counts {
+        assert!(
+            c * 10 > total,
+            "one hog got less than a tenth of the worker: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn no_preemption_inside_no_preempt() {
+    let rt = rt(1, Duration::from_micros(100));
+    let inside = Arc::new(AtomicBool::new(false));
+    let seen_inside = Arc::new(AtomicUsize::new(0));
+    let (i1, i2, seen) = (inside.clone(), inside.clone(), seen_inside.clone());
+    let guarded = rt.spawn(move || {
+        for _ in 0..20 {
+            sigcoro::no_preempt(|| {
+                i1.store(true, Ordering::SeqCst);
+                let end = Instant::now() + Duration::from_millis(3);
+                let mut x = 0u64;
+                while Instant::now() < end {
+                    x = x.wrapping_add(1);
+                    sigcoro::checkpoint();
+                }
+                std::hint::black_box(x);
+                i1.store(false, Ordering::SeqCst);
+            });
+        }
+        sigcoro::current().preemptions()
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let observer = rt.spawn(move || {
+        while !d.load(Ordering::SeqCst) {
+            if i2.load(Ordering::SeqCst) {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            sigcoro::yield_now();
+        }
+    });
+    let stats = guarded.join().unwrap();
+    done.store(true, Ordering::SeqCst);
+    observer.join().unwrap();
+    assert_eq!(
+        seen_inside.load(Ordering::SeqCst),
+        0,
+        "another coroutine ran inside a no_preempt region"
+    );
+    // Leaving each region honoured the interrupt that arrived inside it.
+    assert!(stats.at_safe_points + stats.asynchronous > 0, "{stats:?}");
+}
+
+#[test]
+fn checkpoints_take_the_interrupt() {
+    let rt = rt(1, Duration::from_micros(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let hog = rt.spawn(move || {
+        let mut cp = sigcoro::Checkpoints::every(64);
+        while !s.load(Ordering::Relaxed) {
+            cp.tick();
+        }
+        sigcoro::current().preemptions()
+    });
+    let s = stop.clone();
+    let other = rt.spawn(move || {
+        for _ in 0..50 {
+            sigcoro::yield_now();
+        }
+        s.store(true, Ordering::Relaxed);
+    });
+    other.join().unwrap();
+    let stats = hog.join().unwrap();
+    assert!(stats.at_safe_points + stats.asynchronous > 0, "{stats:?}");
+}
+
+/// Coroutines hammer malloc, println! and a std Mutex (guarded with no_preempt, as the docs
+/// require) under a 50 us slice, plus system calls that would return EINTR if a preemption
+/// signal cut them short. The run must end (no hang), without a panic or an EINTR.
+#[test]
+fn malloc_println_and_locks_survive_a_50us_slice() {
+    let rt = rt(2, Duration::from_micros(50));
+    let shared = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let eintr = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let handles: Vec<_> = (0..8u64)
+        .map(|id| {
+            let (shared, eintr) = (shared.clone(), eintr.clone());
+            rt.spawn(move || {
+                let mut rounds = 0u64;
+                while Instant::now() < deadline {
+                    let v: Vec<u64> = (0..(rounds % 97 + 1)).map(|x| x * id).collect();
+                    let s = format!("{v:?}");
+                    if rounds.is_multiple_of(50) {
+                        println!("coroutine {id} round {rounds}: {} bytes", s.len());
+                    }
+                    sigcoro::no_preempt(|| shared.lock().unwrap().push(v.iter().sum()));
+                    // poll(2) with a timeout is never restarted after a handler: it would fail
+                    // with EINTR if a preemption signal landed in it.
+                    // SAFETY: poll on zero descriptors just sleeps.
+                    if rounds.is_multiple_of(20) && unsafe { libc::poll(std::ptr::null_mut(), 0, 1) } < 0 {
+                        eintr.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut x = rounds;
+                    for _ in 0..20_000 {
+                        x = x.wrapping_mul(31).wrapping_add(7);
+                    }
+                    std::hint::black_box(x);
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let rounds: u64 = handles
+        .into_iter()
+        .map(|h| h.join().expect("no coroutine panicked"))
+        .sum();
+    assert!(rounds > 0);
+    assert_eq!(shared.lock().unwrap().len() as u64, rounds);
+    assert_eq!(eintr.load(Ordering::Relaxed), 0, "a system call failed with EINTR");
+    let stats = rt.preemptions();
+    assert!(stats.asynchronous + stats.at_safe_points > 0, "{stats:?}");
+}
+
+#[test]
+fn a_bad_slice_is_refused() {
+    let err = Runtime::builder()
+        .preempt(Some(Duration::from_micros(1)))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("shorter than the minimum"), "{err}");
+    // Off means off: a spinner is never preempted (it stops itself).
+    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = rt.spawn(move || {
+        let end = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < end {
+            std::hint::black_box(&s);
+        }
+        sigcoro::current().preemptions()
+    });
+    assert_eq!(h.join().unwrap(), sigcoro::PreemptStats::default());
+    assert_eq!(rt.preemptions().signals, 0);
+}
