@@ -47,6 +47,37 @@ fn spawn_join(c: &mut Criterion) {
     });
 }
 
+/// A u64 ping-ponged between two coroutines on one worker over unbounded channels: one
+/// iteration is one hop (a send and the receive it wakes).
+fn channel_ping_pong(c: &mut Criterion) {
+    let rt = one_worker();
+    c.bench_function("sched/channel_ping_pong", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(move || {
+                let rounds = iters.div_ceil(2);
+                let (to_pong, pong_rx) = sigcoro::sync::channel::unbounded::<u64>();
+                let (to_ping, ping_rx) = sigcoro::sync::channel::unbounded::<u64>();
+                let pong = sigcoro::spawn(move || {
+                    for v in pong_rx.iter() {
+                        to_ping.send(v + 1).unwrap();
+                    }
+                });
+                let start = Instant::now();
+                let mut v = 0u64;
+                for _ in 0..rounds {
+                    to_pong.send(v).unwrap();
+                    v = ping_rx.recv().unwrap();
+                }
+                let elapsed = start.elapsed();
+                drop(to_pong);
+                pong.join().unwrap();
+                assert_eq!(v, rounds);
+                elapsed
+            })
+        })
+    });
+}
+
 /// Two coroutines on two workers waking each other with park/unpark: one iteration is one
 /// cross-worker wake (half a round trip). Spawned from outside, they go to the two workers in
 /// turn.
@@ -89,5 +120,5 @@ fn cross_worker_wake(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, yield_handoff, spawn_join, cross_worker_wake);
+criterion_group!(benches, yield_handoff, spawn_join, channel_ping_pong, cross_worker_wake);
 criterion_main!(benches);

@@ -162,15 +162,7 @@ fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
 /// Delivers a task's outcome and wakes its joiner.
 pub(crate) fn finish(task: &Task, result: Result<Box<dyn Any + Send>, JoinErrorKind>) {
     task.rt.alive.fetch_sub(1, Ordering::AcqRel);
-    let joiner = {
-        let mut j = task.lock_join();
-        j.done = true;
-        j.result = Some(result);
-        j.joiner.take()
-    };
-    if let Some(j) = joiner {
-        j.unpark();
-    }
+    task.deliver(result);
 }
 
 /// Makes the coroutine of a task on its first run: the stack comes from the running worker's
@@ -211,31 +203,23 @@ impl<T: 'static> JoinHandle<T> {
     /// Waits for the coroutine to end: its value, or how it failed. Parks the caller if it is a
     /// coroutine, blocks it if it is a plain thread.
     pub fn join(self) -> Result<T, JoinError> {
-        loop {
-            {
-                let mut j = self.task.lock_join();
-                if j.done {
-                    return match j.result.take().expect("a task's outcome is taken once") {
-                        Ok(v) => Ok(*v.downcast::<T>().expect("the outcome has the task's type")),
-                        Err(JoinErrorKind::Panic(p)) => Err(JoinError {
-                            repr: Repr::Panic(p),
-                            id: self.task.id,
-                        }),
-                        Err(JoinErrorKind::Cancelled) => Err(JoinError {
-                            repr: Repr::Cancelled,
-                            id: self.task.id,
-                        }),
-                    };
-                }
-                j.joiner = Some(park::current_unparker());
-            }
-            park::park_until(None);
+        self.task.wait_done(|| park::park_until(None));
+        match self.task.take_outcome() {
+            Ok(v) => Ok(*v.downcast::<T>().expect("the outcome has the task's type")),
+            Err(JoinErrorKind::Panic(p)) => Err(JoinError {
+                repr: Repr::Panic(p),
+                id: self.task.id,
+            }),
+            Err(JoinErrorKind::Cancelled) => Err(JoinError {
+                repr: Repr::Cancelled,
+                id: self.task.id,
+            }),
         }
     }
 
     /// Whether the coroutine has ended (its outcome waits for `join`).
     pub fn is_finished(&self) -> bool {
-        self.task.lock_join().done
+        self.task.is_done()
     }
 
     /// Asks the coroutine to stop: at its next park, sleep or yield it unwinds, so its

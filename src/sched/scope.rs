@@ -61,16 +61,9 @@ where
 /// Waits until a task has ended, leaving its outcome in place. Never unwinds for
 /// cancellation: the scope's borrows must outlive the task.
 fn wait_done(task: &Arc<Task>) {
-    loop {
-        {
-            let mut j = task.lock_join();
-            if j.done {
-                return;
-            }
-            j.joiner = Some(park::current_unparker());
-        }
+    task.wait_done(|| {
         let _ = panic::catch_unwind(AssertUnwindSafe(|| park::park_until(None)));
-    }
+    });
 }
 
 /// A scope to spawn borrowing coroutines in; see [`scope`].

@@ -17,8 +17,8 @@ use super::worker;
 use crate::coroutine::{Coroutine, Yielder};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub(crate) const EMPTY: u8 = 0;
@@ -46,13 +46,16 @@ pub(crate) enum Action {
     Expired,
 }
 
-/// The outcome slot, shared by the task and its join handle.
-#[derive(Default)]
-pub(crate) struct JoinState {
-    pub done: bool,
-    pub result: Option<Result<Box<dyn Any + Send>, JoinErrorKind>>,
-    pub joiner: Option<super::park::Unparker>,
-}
+/// A task's outcome: its value, or how it failed.
+pub(crate) type Outcome = Result<Box<dyn Any + Send>, JoinErrorKind>;
+
+/// `join_state` values. The task writes its outcome, then swaps in `DONE`; a joiner writes its
+/// unparker, then moves `RUNNING -> WAITING`. Whoever swaps `WAITING` out for `DONE` wakes the
+/// joiner. The outcome is the joiner's once it sees `DONE`; the unparker is the task's once it
+/// sees `WAITING`.
+const RUNNING: u8 = 0;
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
 
 /// How a task ended without a value.
 pub(crate) enum JoinErrorKind {
@@ -99,14 +102,17 @@ pub(crate) struct Task {
     /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
     /// first runs it, so a storm of spawned tasks reuses a few warm stacks.
     body: UnsafeCell<Option<Body>>,
-    pub join: Mutex<JoinState>,
+    join_state: AtomicU8,
+    outcome: UnsafeCell<Option<Outcome>>,
+    joiner: UnsafeCell<Option<super::park::Unparker>>,
     coroutine: UnsafeCell<Option<Coroutine<(), Action, ()>>>,
 }
 
 // SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
 // task in its run queue (before the first run, whichever worker dequeues it; after, its owner),
-// never concurrently; the coroutine is made on the worker that first runs it. Every other field
-// is atomic or locked.
+// never concurrently; the coroutine is made on the worker that first runs it. `outcome` and
+// `joiner` are handed between the task and its single joiner by `join_state` (see there).
+// Every other field is atomic.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
@@ -125,7 +131,9 @@ impl Task {
             unwound: AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
             yielder: Cell::new(std::ptr::null()),
-            join: Mutex::new(JoinState::default()),
+            join_state: AtomicU8::new(RUNNING),
+            outcome: UnsafeCell::new(None),
+            joiner: UnsafeCell::new(None),
             preempt_off: AtomicU32::new(1),
             in_handler: AtomicBool::new(false),
             user_base: AtomicUsize::new(0),
@@ -183,7 +191,50 @@ impl Task {
         self.interrupt_sleep();
     }
 
-    pub(crate) fn lock_join(&self) -> crate::preempt::LockGuard<'_, JoinState> {
-        crate::preempt::lock(&self.join)
+    /// Delivers the task's outcome (once, from the task) and wakes its joiner if one waits.
+    pub(crate) fn deliver(&self, outcome: Outcome) {
+        // SAFETY: only the task writes the outcome, once, before DONE makes it the joiner's.
+        unsafe { *self.outcome.get() = Some(outcome) };
+        if self.join_state.swap(DONE, Ordering::AcqRel) == WAITING {
+            // SAFETY: WAITING means the joiner wrote its unparker and no longer touches it.
+            if let Some(joiner) = unsafe { (*self.joiner.get()).take() } {
+                joiner.unpark();
+            }
+        }
+    }
+
+    /// Whether the task has delivered its outcome.
+    pub(crate) fn is_done(&self) -> bool {
+        self.join_state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Waits (parking) until the task is done. `park` is the wait itself, so callers choose
+    /// whether a cancellation of the waiter unwinds. Only one waiter at a time.
+    pub(crate) fn wait_done(&self, mut park: impl FnMut()) {
+        loop {
+            match self.join_state.load(Ordering::Acquire) {
+                DONE => return,
+                RUNNING => {
+                    // SAFETY: while RUNNING the joiner slot is ours.
+                    unsafe { *self.joiner.get() = Some(super::park::current_unparker()) };
+                    if self
+                        .join_state
+                        .compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        return; // done meanwhile; the unparker we left is dropped with the task
+                    }
+                }
+                _ => {} // already registered: a spurious wake-up
+            }
+            park();
+        }
+    }
+
+    /// Takes the outcome of a done task (once).
+    pub(crate) fn take_outcome(&self) -> Outcome {
+        assert!(self.is_done(), "the outcome of a task is taken once it is done");
+        // SAFETY: DONE makes the outcome the (single) joiner's; the task no longer touches it.
+        unsafe { (*self.outcome.get()).take() }.expect("a task's outcome is taken once")
     }
 }
