@@ -4,12 +4,13 @@
 //! 1. a generator on a bare `Coroutine` and the cost of one switch;
 //! 2. a runtime with a worker per core: 10,000 coroutines that sleep and yield, joined;
 //! 3. a ping-pong between two coroutines on one worker, per handoff;
-//! 4. a spawn storm: spawn + run + join per coroutine.
-//!
-//! Preemption of coroutines that never yield comes with the timer-thread work (see the
-//! README); until then a coroutine runs until it waits, yields or ends.
+//! 4. a spawn storm: spawn + run + join per coroutine;
+//! 5. preemption: coroutines spinning in loops that never yield, beside one that sleeps 1 ms
+//!    at a time, with preemption on and off.
 
 use sigcoro::coroutine::{Coroutine, CoroutineResult, Yielder};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -117,4 +118,62 @@ fn main() {
             .collect(),
     );
     println!("4. spawn + run + finish + join of 100,000 empty coroutines on one worker: {spawn_ns:.0} ns each");
+
+    // 5. Preemption.
+    println!("\n5. four coroutines spin without ever yielding, beside one sleeping 1 ms at a time, on one worker:");
+    for slice in [Some(Duration::from_millis(1)), None] {
+        let rt = sigcoro::Runtime::builder()
+            .workers(1)
+            .preempt(slice)
+            .build()
+            .expect("runtime");
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                rt.spawn(move || {
+                    let mut x = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                })
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_millis(500);
+        let sleeper = rt.spawn(move || {
+            let mut late = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                sigcoro::sleep(Duration::from_millis(1));
+                late.push(t.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            late
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        stop.store(true, Ordering::Relaxed);
+        let mut late = sleeper.join().unwrap();
+        spinners.into_iter().for_each(|h| h.join().unwrap());
+        late.sort();
+        let p = |q: f64| {
+            late.get(((late.len().max(1) - 1) as f64 * q) as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let stats = rt.preemptions();
+        match slice {
+            Some(s) => println!(
+                "   preemption on ({s:?} slice): the sleeper woke {} times in 0.5 s, late by {:.2} ms (median) / {:.2} ms (p99); \
+                 the spinners were preempted {} times by signal, {} at safe points",
+                late.len(),
+                p(0.5),
+                p(0.99),
+                stats.asynchronous,
+                stats.at_safe_points
+            ),
+            None => println!(
+                "   preemption off: the sleeper woke {} times in those 0.5 s: the spinner that got the worker kept it",
+                late.len()
+            ),
+        }
+    }
 }
