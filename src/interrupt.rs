@@ -293,12 +293,14 @@ impl Inner {
     fn raise(&self) {
         let w = &self.rt.workers[self.worker];
         w.interrupts.pending.store(true, Ordering::SeqCst);
-        let flag = w.preempt.flag.load(Ordering::Acquire);
+        w.preempt.flag_users.fetch_add(1, Ordering::SeqCst);
+        let flag = w.preempt.flag.load(Ordering::SeqCst);
         if !flag.is_null() {
-            // SAFETY: the worker publishes its thread-local flags' address while it runs; an
-            // interrupt keeps its runtime's shared state alive.
+            // SAFETY: the worker publishes its thread-local flags' address while it runs, and
+            // before exiting clears it and waits until no user (counted above) remains.
             unsafe { (*flag).fetch_or(crate::preempt::CALLBACKS, Ordering::AcqRel) };
         }
+        w.preempt.flag_users.fetch_sub(1, Ordering::SeqCst);
         w.wake_if_sleeping();
     }
 }

@@ -165,3 +165,14 @@ fn creating_an_interrupt_outside_a_runtime_fails() {
     assert!(err.to_string().contains("outside"), "{err}");
     let _ = AtomicBool::new(false);
 }
+
+#[test]
+fn an_interrupt_outliving_its_runtime_is_harmless() {
+    let rt = rt();
+    let irq = rt.block_on(|| Interrupt::new(|_| ()).unwrap());
+    drop(rt);
+    // The worker is gone: signalling stores the value and touches nothing that went with it.
+    for v in 1..100 {
+        irq.signal(v);
+    }
+}

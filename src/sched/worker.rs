@@ -60,8 +60,11 @@ pub(crate) struct PreemptWatch {
     pub slice_seq: AtomicU64,
     /// Whether a coroutine is running now.
     pub running: AtomicBool,
-    /// The worker's thread-local interrupt flags.
+    /// The worker's thread-local interrupt flags (null once the worker has exited).
     pub flag: AtomicPtr<AtomicU8>,
+    /// Threads (or signal handlers) dereferencing `flag` right now; an exiting worker clears
+    /// `flag` and waits for this to reach 0 before its thread-locals go away.
+    pub flag_users: AtomicUsize,
     /// The worker's earliest timer, in [`crate::preempt::timer::nanos`] (0: none). A coroutine
     /// still running when it is due is preempted at once, so the timer fires on time.
     pub deadline: AtomicU64,
@@ -267,6 +270,10 @@ impl Local {
         watch.flag.store(flag, Ordering::Release);
         local.main_loop();
         local.shut_down();
+        watch.flag.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while watch.flag_users.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
         LOCAL.with(|l| l.set(std::ptr::null()));
     }
 
