@@ -38,17 +38,22 @@ compile_error!(
      handling are written for that ABI and kernel"
 );
 
+pub mod blocking;
 mod context;
 pub mod coroutine;
+pub mod fs;
 pub mod interrupt;
 pub mod io;
+pub mod net;
 mod overflow;
 pub mod preempt;
 mod runtime;
 mod sched;
+pub mod signal;
 pub mod stack;
 pub mod sync;
 
+pub use blocking::blocking;
 pub use context::{boot_signal, set_boot_signal};
 pub use interrupt::Interrupt;
 pub use preempt::{Checkpoints, NoPreemptGuard, PreemptStats, checkpoint, no_preempt};
