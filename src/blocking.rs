@@ -17,8 +17,8 @@
 //! # When `f` runs inline
 //!
 //! Handing `f` to a helper costs two thread wakeups. When the calling coroutine is the only one
-//! alive in its runtime there is nothing to keep running meanwhile, so `f` runs inline on the
-//! worker, at no cost (the spec's "extremely low overhead when not active"). On a plain thread
+//! alive on its worker (none parked, sleeping or queued there) there is nothing to keep running
+//! meanwhile, so `f` runs inline on the worker, at no cost (the spec's "extremely low overhead when not active"). On a plain thread
 //! (outside any runtime) `f` also runs inline: the thread would block anyway.
 //!
 //! # The pool
@@ -154,10 +154,10 @@ where
     }
 }
 
-/// Whether the calling coroutine is the only one alive in its runtime (nothing to run while
-/// `f` would block the worker).
+/// Whether the calling coroutine is the only one alive on its worker, with nothing queued
+/// (nothing to run while `f` would block the worker).
 fn runs_alone() -> bool {
-    worker::local().is_some_and(|l| l.rt.alive.load(Ordering::Acquire) <= 1)
+    worker::current_runs_alone()
 }
 
 /// Where the helper writes the result.

@@ -169,17 +169,40 @@ fn checkpoints_take_the_interrupt() {
 }
 
 /// Coroutines hammer malloc, println! and a std Mutex (guarded with no_preempt, as the docs
-/// require) under a 50 us slice, plus system calls that would return EINTR if a preemption
-/// signal cut them short. The run must end (no hang), without a panic or an EINTR.
+/// require) under a 50 us slice, plus blocking reads of a pipe, a system call that a signal
+/// cuts short unless `SA_RESTART` restarts it. The run must end (no hang), without a panic or an
+/// EINTR.
 #[test]
 fn malloc_println_and_locks_survive_a_50us_slice() {
+    const COROUTINES: usize = 8;
     let rt = rt(2, Duration::from_micros(50));
     let shared = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let eintr = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_millis(1500);
-    let handles: Vec<_> = (0..8u64)
+    // One pipe per coroutine, fed a byte every millisecond by a plain thread.
+    let pipes: Vec<[libc::c_int; 2]> = (0..COROUTINES)
+        .map(|_| {
+            let mut fds = [0; 2];
+            // SAFETY: pipe fills the two descriptors.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            fds
+        })
+        .collect();
+    let writers: Vec<libc::c_int> = pipes.iter().map(|p| p[1]).collect();
+    let feeder = std::thread::spawn(move || {
+        while Instant::now() < deadline + Duration::from_millis(200) {
+            for &w in &writers {
+                // SAFETY: writing one byte to a pipe we own.
+                unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        writers
+    });
+    let handles: Vec<_> = (0..COROUTINES as u64)
         .map(|id| {
             let (shared, eintr) = (shared.clone(), eintr.clone());
+            let reader = pipes[id as usize][0];
             rt.spawn(move || {
                 let mut rounds = 0u64;
                 while Instant::now() < deadline {
@@ -189,11 +212,14 @@ fn malloc_println_and_locks_survive_a_50us_slice() {
                         println!("coroutine {id} round {rounds}: {} bytes", s.len());
                     }
                     sigcoro::no_preempt(|| shared.lock().unwrap().push(v.iter().sum()));
-                    // poll(2) with a timeout is never restarted after a handler: it would fail
-                    // with EINTR if a preemption signal landed in it.
-                    // SAFETY: poll on zero descriptors just sleeps.
-                    if rounds.is_multiple_of(20) && unsafe { libc::poll(std::ptr::null_mut(), 0, 1) } < 0 {
-                        eintr.fetch_add(1, Ordering::Relaxed);
+                    if rounds.is_multiple_of(20) {
+                        let mut byte = 0u8;
+                        // SAFETY: a blocking read of one byte into a local.
+                        if unsafe { libc::read(reader, (&raw mut byte).cast(), 1) } < 0
+                            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                        {
+                            eintr.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     let mut x = rounds;
                     for _ in 0..20_000 {
@@ -210,6 +236,10 @@ fn malloc_println_and_locks_survive_a_50us_slice() {
         .into_iter()
         .map(|h| h.join().expect("no coroutine panicked"))
         .sum();
+    for fd in feeder.join().unwrap().into_iter().chain(pipes.iter().map(|p| p[0])) {
+        // SAFETY: closing descriptors we own, once.
+        unsafe { libc::close(fd) };
+    }
     assert!(rounds > 0);
     assert_eq!(shared.lock().unwrap().len() as u64, rounds);
     assert_eq!(eintr.load(Ordering::Relaxed), 0, "a system call failed with EINTR");

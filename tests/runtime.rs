@@ -54,7 +54,9 @@ fn libcoro_example_interleaves_fifo() {
 
     let log: Log = Arc::default();
     let l = log.clone();
-    rt(1).block_on(move || {
+    // A deterministic interleaving: no preemption.
+    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    rt.block_on(move || {
         say(&l, "Start main".into());
         let coros: Vec<_> = (0..3u32)
             .map(|id| {
@@ -235,7 +237,9 @@ fn sleepers_wake_in_deadline_order() {
     const N: u64 = 100_000;
     let order = Arc::new(StdMutex::new(Vec::with_capacity(N as usize)));
     let o = order.clone();
-    rt(1).block_on(move || {
+    // Timer order, not preemption, is under test: a preempted sleeper would record late.
+    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    rt.block_on(move || {
         // Far enough ahead that every sleeper has armed its timer before the first is due.
         let base = Instant::now() + Duration::from_secs(3);
         let hs: Vec<_> = (0..N)

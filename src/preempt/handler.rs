@@ -13,8 +13,8 @@
 //! Everything here is async-signal-safe: thread-local and atomic loads and stores, reads of the
 //! coroutine's own stack, and the switch.
 
-use super::{INTERRUPT, PREEMPT, ranges};
-use crate::sched::task::{Action, Task};
+use super::ranges;
+use crate::sched::task::Task;
 use crate::sched::worker;
 use std::io;
 use std::mem::MaybeUninit;
@@ -98,7 +98,10 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    INTERRUPT.with(|f| f.fetch_and(!PREEMPT, Ordering::Relaxed));
+    // A safe point may have taken the flags since the signal was sent: then nothing to do.
+    let Some(action) = super::take_preemption(true) else {
+        return;
+    };
     task.stats.asynchronous.fetch_add(1, Ordering::Relaxed);
     task.rt.stats.asynchronous.fetch_add(1, Ordering::Relaxed);
     task.in_handler.store(true, Ordering::Relaxed);
@@ -106,7 +109,7 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     compiler_fence(Ordering::SeqCst);
     // SAFETY: we run on the task's own stack (checked above) as that task; its yielder lives in
     // its entry frame. The worker takes `Preempted` as "unblock the signal, requeue".
-    unsafe { (*task.yielder.get()).suspend(Action::Preempted) };
+    unsafe { (*task.yielder.get()).suspend(action) };
     compiler_fence(Ordering::SeqCst);
     crate::preempt::off_dec(&task.preempt_off);
     task.in_handler.store(false, Ordering::Relaxed);

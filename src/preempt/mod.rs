@@ -52,6 +52,21 @@ thread_local! {
 pub(crate) const PREEMPT: u8 = 1;
 /// Interrupt flag: an [`Interrupt`](crate::Interrupt) of this worker was signalled.
 pub(crate) const CALLBACKS: u8 = 2;
+/// Interrupt flag: a timer of this worker is due; make way for the coroutines it wakes.
+pub(crate) const DEADLINE: u8 = 4;
+
+/// Takes the preemption flags: the action that switches out for them, if any is set.
+pub(crate) fn take_preemption(signal: bool) -> Option<crate::sched::task::Action> {
+    let flags = INTERRUPT.with(|f| f.load(Ordering::Relaxed));
+    if flags & (PREEMPT | DEADLINE) == 0 {
+        return None;
+    }
+    INTERRUPT.with(|f| f.fetch_and(!(PREEMPT | DEADLINE), Ordering::Relaxed));
+    Some(crate::sched::task::Action::Preempted {
+        signal,
+        front: flags & PREEMPT == 0,
+    })
+}
 
 /// A safe point: if the timer thread asked this worker to switch, yield now. Costs one load and
 /// a predictable branch when nothing is pending; does nothing outside a runtime.
@@ -81,13 +96,10 @@ fn checkpoint_slow() {
         INTERRUPT.with(|f| f.fetch_and(!CALLBACKS, Ordering::Relaxed));
         crate::interrupt::run_pending();
     }
-    if flags & PREEMPT == 0 {
-        return;
-    }
-    INTERRUPT.with(|f| f.fetch_and(!PREEMPT, Ordering::Relaxed));
+    let Some(action) = take_preemption(false) else { return };
     task.stats.at_safe_points.fetch_add(1, Ordering::Relaxed);
     task.rt.stats.at_safe_points.fetch_add(1, Ordering::Relaxed);
-    crate::sched::park::wait(task, crate::sched::task::Action::Expired);
+    crate::sched::park::wait(task, action);
 }
 
 /// A countdown that calls [`checkpoint`] once every `every` ticks, so a hot loop pays a

@@ -13,8 +13,8 @@
 //! is due is interrupted at once (flag and signal), so a sleeper does not wait for a CPU-bound
 //! neighbour's slice to end: wake-up latency is the timer thread's own, tens of microseconds.
 
-use super::PREEMPT;
 use super::handler::preempt_signal;
+use super::{DEADLINE, PREEMPT};
 use crate::sched::worker::Shared;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -111,15 +111,16 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
             // the runtime stops this thread before its workers exit.
             let flag = unsafe { &*flag };
             let cpu_clock = w.preempt.cpu_clock.load(Ordering::Relaxed);
-            if !watch.flagged {
+            if timer_due {
+                // Make way for the coroutines the timer wakes: at once, by signal if need be.
+                flag.fetch_or(DEADLINE, Ordering::Release);
+            } else if !watch.flagged {
                 flag.fetch_or(PREEMPT, Ordering::Release);
                 watch.flagged = true;
                 watch.flagged_at = Some((now, thread_cpu_ns(cpu_clock)));
-                if !timer_due {
-                    continue; // a grace period for a safe point to take it
-                }
+                continue; // a grace period for a safe point to take it
             }
-            if flag.load(Ordering::Acquire) & PREEMPT != 0 && rt.preempt_async {
+            if flag.load(Ordering::Acquire) & (PREEMPT | DEADLINE) != 0 && rt.preempt_async {
                 let tid = w.preempt.tid.load(Ordering::Relaxed);
                 let busy = match watch.flagged_at {
                     Some((at, cpu)) if !timer_due => {

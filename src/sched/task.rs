@@ -40,10 +40,10 @@ pub(crate) enum Action {
     Park(Option<Instant>),
     /// Wake me at the deadline (or on cancellation); park tokens are left alone.
     Sleep(Instant),
-    /// I was switched out by the preemption signal's handler: unblock the signal, requeue me.
-    Preempted,
-    /// My slice expired and I yielded at a safe point: requeue me.
-    Expired,
+    /// I was preempted: by the signal's handler (`signal`: unblock the signal), or at a safe
+    /// point. If my slice expired, requeue me at the back; if I only made way for a due timer
+    /// (`front`), at the front, to go on after the coroutines it woke.
+    Preempted { signal: bool, front: bool },
 }
 
 /// A task's outcome: its value, or how it failed.

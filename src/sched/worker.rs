@@ -210,6 +210,16 @@ pub(crate) fn local() -> Option<&'static Local> {
     unsafe { p.as_ref() }
 }
 
+/// Whether the calling coroutine is the only live one on its worker and nothing else is
+/// queued there or on its way: blocking the worker then holds up nobody (`blocking` runs its
+/// closure inline). False outside a runtime.
+pub(crate) fn current_runs_alone() -> bool {
+    let Some(local) = local() else { return false };
+    // SAFETY: the registry is this thread's; we only read its lengths.
+    let (slots, free) = unsafe { &*local.registry.get() };
+    slots.len() - free.len() <= 1 && !local.has_work() && local.me().remote_len.load(Ordering::SeqCst) == 0
+}
+
 /// Makes a task runnable on the right worker.
 ///
 /// A woken task that has run here before takes the `next` slot (the one it displaces goes to
@@ -389,13 +399,15 @@ impl Local {
         self.current.set(std::ptr::null());
         match outcome {
             CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
-            CoroutineResult::Yield(Action::Expired) => {
-                self.queue().push_back(task);
-                return true;
-            }
-            CoroutineResult::Yield(Action::Preempted) => {
-                crate::preempt::handler::unblock();
-                self.queue().push_back(task);
+            CoroutineResult::Yield(Action::Preempted { signal, front }) => {
+                if signal {
+                    crate::preempt::handler::unblock();
+                }
+                if front {
+                    self.queue().push_front(task);
+                } else {
+                    self.queue().push_back(task);
+                }
                 return true;
             }
             CoroutineResult::Yield(Action::Park(deadline)) => {
@@ -448,6 +460,11 @@ impl Local {
             return;
         }
         let now = Instant::now();
+        crate::preempt::INTERRUPT.with(|f| {
+            if f.load(Ordering::Relaxed) & crate::preempt::DEADLINE != 0 {
+                f.fetch_and(!crate::preempt::DEADLINE, Ordering::Relaxed);
+            }
+        });
         self.firing.set(true);
         while let Some((seq, kind, task)) = self.timers().pop_expired(now) {
             if task.wait_seq.load(Ordering::Relaxed) != seq {
