@@ -186,6 +186,8 @@ pub(crate) struct Local {
     next: UnsafeCell<Option<Arc<Task>>>,
     /// Tasks woken by timers, in deadline order: they run before the run queue, after `next`.
     timer_woken: UnsafeCell<VecDeque<Arc<Task>>>,
+    /// A task switched out to let timer-woken ones run: it goes on right after them.
+    made_way: UnsafeCell<Option<Arc<Task>>>,
     /// Whether timers are firing now (their wake-ups go to `timer_woken`).
     firing: Cell<bool>,
     /// Live tasks that have run here, by slot; the free slots.
@@ -261,6 +263,7 @@ impl Local {
             queue: UnsafeCell::new(VecDeque::new()),
             next: UnsafeCell::new(None),
             timer_woken: UnsafeCell::new(VecDeque::new()),
+            made_way: UnsafeCell::new(None),
             firing: Cell::new(false),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),
@@ -310,20 +313,30 @@ impl Local {
         unsafe { &mut *self.timer_woken.get() }
     }
 
-    /// The task to run next, and whether it starts a new slice: the `next` slot (same slice),
-    /// then sleepers woken by timers (earliest deadline first), then the run queue.
+    #[allow(clippy::mut_from_ref)]
+    fn made_way(&self) -> &mut Option<Arc<Task>> {
+        // SAFETY: as for the queue.
+        unsafe { &mut *self.made_way.get() }
+    }
+
+    /// The task to run next, and whether it starts a new slice: the `next` slot, sleepers woken
+    /// by timers (earliest deadline first), the task that made way for them (all three within
+    /// the current slice, so that waking others never resets a CPU-bound task's slice), then
+    /// the run queue.
     fn pop(&self) -> Option<(Arc<Task>, bool)> {
-        if let Some(t) = self.next().take() {
-            return Some((t, false));
+        let inherit = self
+            .next()
+            .take()
+            .or_else(|| self.timer_woken().pop_front())
+            .or_else(|| self.made_way().take());
+        match inherit {
+            Some(t) => Some((t, false)),
+            None => self.queue().pop_front().map(|t| (t, true)),
         }
-        self.timer_woken()
-            .pop_front()
-            .or_else(|| self.queue().pop_front())
-            .map(|t| (t, true))
     }
 
     fn has_work(&self) -> bool {
-        self.next().is_some() || !self.timer_woken().is_empty() || !self.queue().is_empty()
+        self.next().is_some() || !self.timer_woken().is_empty() || self.made_way().is_some() || !self.queue().is_empty()
     }
 
     #[allow(clippy::mut_from_ref)]
@@ -404,7 +417,9 @@ impl Local {
                     crate::preempt::handler::unblock();
                 }
                 if front {
-                    self.queue().push_front(task);
+                    if let Some(earlier) = self.made_way().replace(task) {
+                        self.queue().push_front(earlier);
+                    }
                 } else {
                     self.queue().push_back(task);
                 }
