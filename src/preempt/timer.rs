@@ -46,10 +46,10 @@ struct Watch {
 
 /// Runs until the runtime shuts down.
 pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
-    // SAFETY: PR_SET_TIMERSLACK on this thread: wake on time rather than up to 50 us late. Then
-    // ask for a higher scheduling weight (nice -10), so that on a machine whose cores the
-    // workers keep busy the kernel runs this thread as soon as it wakes; without the privilege
-    // the call fails and nothing changes.
+    // Wake on time rather than up to 50 us late (timer slack), and ask for a higher scheduling
+    // weight (nice -10) so that on a machine whose cores the workers keep busy the kernel runs
+    // this thread as soon as it wakes; without the privilege the call fails and nothing changes.
+    // SAFETY: prctl and setpriority on this thread, with valid arguments.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10);
