@@ -14,7 +14,6 @@
 //! points preempt; [`Ranges::async_ok`] says which.
 
 use std::ffi::CStr;
-use std::io::Read;
 use std::sync::OnceLock;
 
 /// Sorted, merged `[start, end)` address ranges of code that must not be interrupted.
@@ -119,8 +118,10 @@ const SHT_SYMTAB: u32 = 2;
 /// The address ranges of the standard library's functions in the running executable, from its
 /// ELF symbol table; `None` if it cannot be read.
 fn std_functions(bias: usize) -> Option<Vec<(usize, usize)>> {
-    let mut elf = Vec::new();
-    std::fs::File::open("/proc/self/exe").ok()?.read_to_end(&mut elf).ok()?;
+    let file = std::fs::File::open("/proc/self/exe").ok()?;
+    // SAFETY: the running executable cannot be written while it runs (ETXTBSY), so the mapping
+    // stays as read; it is dropped before we return.
+    let elf = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |o: usize| {
         elf.get(o..o + 4)
