@@ -52,6 +52,7 @@
 //! a blocking `getaddrinfo` on the worker. Resolve names inside [`crate::blocking()`] first to
 //! keep the worker free.
 
+mod socket;
 mod sys;
 mod tcp;
 mod udp;
@@ -61,67 +62,7 @@ pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixIncoming, UnixListener, UnixStream};
 
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-/// A socket's read and write timeouts (0: none), shared by its clones like socket options.
-#[derive(Debug, Default)]
-struct Timeouts {
-    read: AtomicU64,
-    write: AtomicU64,
-}
-
-impl Timeouts {
-    fn set(slot: &AtomicU64, dur: Option<Duration>) -> io::Result<()> {
-        let nanos = match dur {
-            None => 0,
-            Some(d) if d.is_zero() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "cannot set a 0 duration timeout",
-                ));
-            }
-            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1),
-        };
-        slot.store(nanos, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn get(slot: &AtomicU64) -> Option<Duration> {
-        match slot.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(Duration::from_nanos(n)),
-        }
-    }
-
-    /// The deadline of an operation starting now under the timeout in `slot`.
-    #[inline]
-    fn deadline(slot: &AtomicU64) -> Option<Instant> {
-        match slot.load(Ordering::Relaxed) {
-            0 => None,
-            n => Instant::now().checked_add(Duration::from_nanos(n)),
-        }
-    }
-}
-
-/// Our own wait timeouts (errors with no OS code) become EAGAIN, as SO_RCVTIMEO gives in std.
-fn as_would_block(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() {
-        io::Error::from_raw_os_error(libc::EAGAIN)
-    } else {
-        e
-    }
-}
-
-/// Our own wait timeouts become the ETIMEDOUT a connect that timed out gives.
-fn as_connect_timeout(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() {
-        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
-    } else {
-        e
-    }
-}
+use std::time::Duration;
 
 /// Sleeps a little before retrying something the kernel refused for now: parks the coroutine,
 /// or sleeps the thread outside a runtime.

@@ -1,44 +1,36 @@
 //! Unix-domain stream sockets shaped like `std::os::unix::net`, parking coroutines on EAGAIN.
 
-use super::{Timeouts, as_would_block, backoff, sys};
-use crate::io::source::{Dir, Source, poll_fd};
-use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use super::socket::{Sock, Timed, delegate, fd_traits, incoming, stream_io, timeout_methods};
+use super::{backoff, sys};
+use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// A Unix-domain socket server; see [`std::os::unix::net::UnixListener`].
 pub struct UnixListener {
-    inner: std::os::unix::net::UnixListener,
-    src: Source,
+    sock: Sock<std::os::unix::net::UnixListener>,
 }
 
 impl UnixListener {
-    fn wrap(inner: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
-        inner.set_nonblocking(true)?;
-        let src = Source::new(inner.as_raw_fd());
-        Ok(UnixListener { inner, src })
-    }
-
     /// Binds a listener to the socket file `path` (which must not exist).
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
-        UnixListener::wrap(std::os::unix::net::UnixListener::bind(path)?)
+        UnixListener::from_std(std::os::unix::net::UnixListener::bind(path)?)
     }
 
     /// Wraps a std listener, switching it to non-blocking mode.
     pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
-        UnixListener::wrap(listener)
+        Ok(UnixListener {
+            sock: Sock::nonblocking(listener)?,
+        })
     }
 
     /// Accepts a connection, parking until one arrives.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (s, addr) = self.src.do_io(Dir::Read, None, || self.inner.accept())?;
-        Ok((UnixStream::wrap(s, Arc::default())?, addr))
+        let (s, addr) = self.sock.accept(|l| l.accept())?;
+        Ok((UnixStream::from_std(s)?, addr))
     }
 
     /// An iterator over incoming connections: `accept` forever.
@@ -46,76 +38,43 @@ impl UnixListener {
         UnixIncoming { listener: self }
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
     /// Another handle to the same listener (a `dup` of its fd).
     pub fn try_clone(&self) -> io::Result<UnixListener> {
-        UnixListener::wrap(self.inner.try_clone()?)
+        Ok(UnixListener {
+            sock: self.sock.try_clone()?,
+        })
     }
 
-    /// Reads and clears SO_ERROR.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.take_error()
-    }
-}
-
-impl fmt::Debug for UnixListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixListener")
-            .field("addr", &self.local_addr().ok())
-            .field("fd", &self.as_raw_fd())
-            .finish()
+    delegate! {
+        /// The address the listener is bound to.
+        fn local_addr(&self) -> io::Result<SocketAddr>;
+        /// Reads and clears SO_ERROR.
+        fn take_error(&self) -> io::Result<Option<io::Error>>;
     }
 }
 
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+fd_traits!(UnixListener { "addr": local_addr });
 
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-/// The iterator of [`UnixListener::incoming`]; it never ends.
-#[derive(Debug)]
-pub struct UnixIncoming<'a> {
-    listener: &'a UnixListener,
-}
-
-impl Iterator for UnixIncoming<'_> {
-    type Item = io::Result<UnixStream>;
-
-    fn next(&mut self) -> Option<io::Result<UnixStream>> {
-        Some(self.listener.accept().map(|(s, _)| s))
-    }
-}
+incoming!(
+    /// The iterator of [`UnixListener::incoming`]; it never ends.
+    UnixIncoming,
+    UnixListener,
+    UnixStream
+);
 
 /// A Unix-domain stream connection; see [`std::os::unix::net::UnixStream`].
 ///
 /// `Read` and `Write` are implemented for `&UnixStream` too.
 pub struct UnixStream {
-    inner: std::os::unix::net::UnixStream,
-    src: Source,
-    timeouts: Arc<Timeouts>,
+    sock: Timed<std::os::unix::net::UnixStream>,
 }
 
 impl UnixStream {
-    fn wrap(inner: std::os::unix::net::UnixStream, timeouts: Arc<Timeouts>) -> io::Result<UnixStream> {
-        inner.set_nonblocking(true)?;
-        let src = Source::new(inner.as_raw_fd());
-        Ok(UnixStream { inner, src, timeouts })
-    }
-
     /// Wraps a std stream, switching it to non-blocking mode.
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
-        UnixStream::wrap(stream, Arc::default())
+        Ok(UnixStream {
+            sock: Sock::nonblocking(stream)?,
+        })
     }
 
     /// Connects to the socket file `path`. If the listener's backlog is full, retries with a
@@ -136,12 +95,13 @@ impl UnixStream {
         }
         let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1) as libc::socklen_t;
         let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
-        let raw = fd.as_raw_fd();
-        let stream = UnixStream::wrap(std::os::unix::net::UnixStream::from(fd), Arc::default())?;
+        let stream = UnixStream {
+            sock: Sock::new(fd.into()),
+        };
         let mut attempt = 0;
         loop {
             // SAFETY: `sun` is a valid sockaddr_un of `len` bytes.
-            let r = unsafe { libc::connect(raw, (&raw const sun).cast(), len) };
+            let r = unsafe { libc::connect(stream.as_raw_fd(), (&raw const sun).cast(), len) };
             if r == 0 {
                 return Ok(stream);
             }
@@ -153,19 +113,7 @@ impl UnixStream {
                     backoff(attempt);
                     attempt += 1;
                 }
-                Some(libc::EINPROGRESS) => {
-                    loop {
-                        let seq = stream.src.seq(Dir::Write);
-                        if poll_fd(raw, libc::POLLOUT, Some(Instant::now())).is_ok_and(|ev| ev != 0) {
-                            break;
-                        }
-                        stream.src.wait(Dir::Write, seq, None)?;
-                    }
-                    return match sys::take_error(raw)? {
-                        Some(e) => Err(e),
-                        None => Ok(stream),
-                    };
-                }
+                Some(libc::EINPROGRESS) => return stream.sock.finish_connect(None).map(|()| stream),
                 _ => return Err(e),
             }
         }
@@ -174,160 +122,31 @@ impl UnixStream {
     /// A pair of connected sockets.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        Ok((
-            UnixStream::wrap(a, Arc::default())?,
-            UnixStream::wrap(b, Arc::default())?,
-        ))
+        Ok((UnixStream::from_std(a)?, UnixStream::from_std(b)?))
     }
 
-    /// The address of the peer.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
+    delegate! {
+        /// The address of the peer.
+        fn peer_addr(&self) -> io::Result<SocketAddr>;
+        /// The local address of this end.
+        fn local_addr(&self) -> io::Result<SocketAddr>;
+        /// Shuts down the read half, the write half or both; coroutines blocked on this socket
+        /// (through any clone) wake with end of stream or an error.
+        fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+        /// Reads and clears SO_ERROR.
+        fn take_error(&self) -> io::Result<Option<io::Error>>;
     }
 
-    /// The local address of this end.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    /// Shuts down the read half, the write half or both; coroutines blocked on this socket
-    /// (through any clone) wake with end of stream or an error.
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how)
-    }
-
-    /// Reads and clears SO_ERROR.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.inner.take_error()
-    }
-
-    /// Sets how long a read may wait (`None`: forever); a read that waits longer fails with
-    /// `WouldBlock`. Zero is refused, as in std. Shared with the clones of this stream.
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        Timeouts::set(&self.timeouts.read, dur)
-    }
-
-    /// Sets how long a write may wait (`None`: forever).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        Timeouts::set(&self.timeouts.write, dur)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(Timeouts::get(&self.timeouts.read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(Timeouts::get(&self.timeouts.write))
-    }
+    timeout_methods!("read", "write", "stream");
 
     /// Another handle to the same connection (a `dup` of its fd), sharing its timeouts.
     pub fn try_clone(&self) -> io::Result<UnixStream> {
-        UnixStream::wrap(self.inner.try_clone()?, self.timeouts.clone())
-    }
-
-    fn read_impl(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let deadline = Timeouts::deadline(&self.timeouts.read);
-        let len = buf.len();
-        self.src
-            .read(len, deadline, || (&self.inner).read(buf))
-            .map_err(as_would_block)
-    }
-
-    fn read_vectored_impl(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let deadline = Timeouts::deadline(&self.timeouts.read);
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.src
-            .read(len, deadline, || (&self.inner).read_vectored(bufs))
-            .map_err(as_would_block)
-    }
-
-    fn write_impl(&self, buf: &[u8]) -> io::Result<usize> {
-        let deadline = Timeouts::deadline(&self.timeouts.write);
-        self.src
-            .do_io(Dir::Write, deadline, || (&self.inner).write(buf))
-            .map_err(as_would_block)
-    }
-
-    fn write_vectored_impl(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let deadline = Timeouts::deadline(&self.timeouts.write);
-        self.src
-            .do_io(Dir::Write, deadline, || (&self.inner).write_vectored(bufs))
-            .map_err(as_would_block)
+        Ok(UnixStream {
+            sock: self.sock.try_clone()?,
+        })
     }
 }
 
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_impl(buf)
-    }
+stream_io!(UnixStream);
 
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.read_vectored_impl(bufs)
-    }
-}
-
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_impl(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.read_vectored_impl(bufs)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_impl(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.write_vectored_impl(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_impl(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.write_vectored_impl(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl fmt::Debug for UnixStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixStream").field("fd", &self.as_raw_fd()).finish()
-    }
-}
-
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl AsFd for UnixStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl From<UnixStream> for OwnedFd {
-    fn from(s: UnixStream) -> OwnedFd {
-        let UnixStream { inner, src, .. } = s;
-        drop(src);
-        inner.into()
-    }
-}
+fd_traits!(UnixStream {}, into OwnedFd);
