@@ -1,50 +1,84 @@
 //! The shared state behind [`channel`](super::channel)'s `Sender` and `Receiver`: one internal
-//! lock over the queue, the end counts, the blocked waiters and the `Select` watchers.
+//! spin lock over the queue, the end counts, the blocked waiters and the `Select` watchers.
+//!
+//! Blocked senders and receivers wait in [`WaitList`]s, grant style: whoever completes a blocked
+//! operation does all of it under the lock (a sender hands its value straight into the oldest
+//! blocked receiver's slot; a receiver making room moves the oldest blocked sender's value into
+//! the queue, or on a rendezvous channel takes it) and the woken waiter returns without locking
+//! again. Invariants, under the lock:
+//!
+//! - receivers block only while nothing can be received: `recv_waiters` is non-empty only while
+//!   `queue` and (rendezvous) `send_waiters` are empty, so a value sent then always goes to the
+//!   oldest blocked receiver, and values come out in the order they went in;
+//! - on a buffered channel, senders block only while the queue is full;
+//! - a blocked rendezvous sender's value stays in its node's slot until a receiver takes it;
+//!   `queue` holds only values that needed no blocked sender (`try_send` to a waiting `Select`,
+//!   or a value handed back by a cancelled receiver), and receivers take those first.
+//!
+//! A receiver cancelled right after a value was handed to it gives the value back: to the next
+//! blocked receiver, else to the front of the queue (it was the oldest), so nothing is lost; it
+//! may then briefly leave a buffered channel one value over its capacity.
 
 use std::collections::VecDeque;
-use std::sync::Mutex as StdMutex;
+use std::pin::pin;
 use std::time::Instant;
 
 use super::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use super::select::{Side, Watch};
-use super::waitq::{OnUnwind, WaitQueue, expired, lock, unpark};
-use crate::sched::park::{Unparker, current_unparker, park_until};
+use super::spin::{SpinGuard, SpinLock};
+use super::waitlist::{Node, WaitList, Wake};
+use super::waitq::{OnUnwind, expired};
+use crate::sched::park::Unparker;
 
 /// The shared channel: one internal lock over the queue, the counts and the waiters.
 pub(super) struct Chan<T> {
     pub(super) cap: Option<usize>,
-    state: StdMutex<State<T>>,
+    state: SpinLock<State<T>>,
 }
 
 struct State<T> {
     queue: VecDeque<T>,
-    /// Zero capacity only, parallel to `queue`: the id (in `send_waiters`) of the blocked sender
-    /// that offered each value, or 0 for a value `try_send` handed to a waiting receiver.
-    owners: VecDeque<u64>,
     senders: usize,
     receivers: usize,
-    /// Blocked receivers (notify style: notified when a value arrives).
-    recv_waiters: WaitQueue,
-    /// Blocked senders. Buffered channels: notified when room appears. Zero capacity: each
-    /// has a value in `queue`; a receiver taking it removes the entry (grant style).
-    send_waiters: WaitQueue,
+    /// Blocked receivers, waiting for a value in their slot.
+    recv_waiters: WaitList<T>,
+    /// Blocked senders, their values in their slots.
+    send_waiters: WaitList<T>,
     /// `Select`s waiting to receive / send: all woken on every change that may concern them.
     recv_watchers: Vec<(u64, Unparker)>,
     send_watchers: Vec<(u64, Unparker)>,
 }
 
-impl<T> State<T> {
-    /// Receivers waiting right now, not counting the `Select` with id `exclude`.
-    fn waiting_receivers(&self, exclude: u64) -> usize {
-        let watching = self.recv_watchers.iter().filter(|(id, _)| *id != exclude).count();
-        self.recv_waiters.len() + watching
-    }
-}
-
+#[inline]
 fn wake_watchers(watchers: &[(u64, Unparker)]) {
     for (_, u) in watchers {
         u.unpark();
     }
+}
+
+impl<T> State<T> {
+    /// Hands `v` to the oldest blocked receiver, if there is one.
+    #[inline]
+    fn hand_off(&mut self, v: T) -> Result<Wake, T> {
+        match self.recv_waiters.pop_front() {
+            // SAFETY: just unlinked, under the lock.
+            Some(node) => Ok(unsafe { Node::complete(node, |slot| *slot = Some(v)) }),
+            None => Err(v),
+        }
+    }
+
+    /// Queues `v` at the back.
+    fn enqueue(&mut self, v: T) {
+        self.queue.push_back(v);
+        wake_watchers(&self.recv_watchers);
+    }
+}
+
+/// Unlocks, then wakes (with preemption still held off).
+#[inline]
+fn unlock_and_wake<T>(st: SpinGuard<'_, State<T>>, wake: Wake) {
+    let off = st.unlock();
+    wake.run(&off);
 }
 
 impl<T> Chan<T> {
@@ -52,215 +86,232 @@ impl<T> Chan<T> {
     pub(super) fn new(cap: Option<usize>) -> Self {
         Chan {
             cap,
-            state: StdMutex::new(State {
+            state: SpinLock::new(State {
                 queue: VecDeque::with_capacity(cap.unwrap_or(0).min(1024)),
-                owners: VecDeque::new(),
                 senders: 1,
                 receivers: 1,
-                recv_waiters: WaitQueue::new(),
-                send_waiters: WaitQueue::new(),
+                recv_waiters: WaitList::new(),
+                send_waiters: WaitList::new(),
                 recv_watchers: Vec::new(),
                 send_watchers: Vec::new(),
             }),
         }
     }
 
+    #[inline]
+    fn lock(&self) -> SpinGuard<'_, State<T>> {
+        self.state.lock()
+    }
+
     /// A `Sender` was cloned.
     pub(super) fn add_sender(&self) {
-        lock(&self.state).senders += 1;
+        self.lock().senders += 1;
     }
 
     /// A `Receiver` was cloned.
     pub(super) fn add_receiver(&self) {
-        lock(&self.state).receivers += 1;
+        self.lock().receivers += 1;
     }
 
-    /// A `Sender` was dropped; the last one wakes every receiver (they drain, then fail).
+    /// A `Sender` was dropped; the last one fails every blocked receiver (the queue is empty
+    /// while receivers block) and wakes the watchers (they drain, then fail).
     pub(super) fn drop_sender(&self) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.senders -= 1;
-        if st.senders == 0 {
-            st.recv_waiters.notify_all();
-            wake_watchers(&st.recv_watchers);
+        if st.senders > 0 {
+            return;
         }
+        let mut wakes = Vec::new();
+        while let Some(node) = st.recv_waiters.pop_front() {
+            // SAFETY: just unlinked, under the lock; an empty slot means disconnected.
+            wakes.push(unsafe { Node::complete(node, |_| {}) });
+        }
+        wake_watchers(&st.recv_watchers);
+        let off = st.unlock();
+        wakes.into_iter().for_each(|w| w.run(&off));
     }
 
-    /// A `Receiver` was dropped; the last one wakes every sender so that they fail.
+    /// A `Receiver` was dropped; the last one drops the buffered values and fails every blocked
+    /// sender, which gets its value back.
     pub(super) fn drop_receiver(&self) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.receivers -= 1;
         if st.receivers > 0 {
             return;
         }
-        // Nobody can receive any more: drop buffered values (outside the lock), except the
-        // values blocked senders offered on a rendezvous channel, which go back to them.
-        let mut dropped = std::mem::take(&mut st.queue);
-        if self.is_zero() {
-            let owners = std::mem::take(&mut st.owners);
-            let values = std::mem::take(&mut dropped);
-            for (v, owner) in values.into_iter().zip(owners) {
-                if owner == 0 {
-                    dropped.push_back(v);
-                } else {
-                    st.queue.push_back(v);
-                    st.owners.push_back(owner);
-                }
-            }
+        let dropped = std::mem::take(&mut st.queue);
+        let mut wakes = Vec::new();
+        while let Some(node) = st.send_waiters.pop_front() {
+            // SAFETY: just unlinked, under the lock; the value left in the slot goes back.
+            wakes.push(unsafe { Node::complete(node, |_| {}) });
         }
-        st.send_waiters.notify_all();
         wake_watchers(&st.send_watchers);
-        drop(st);
-        drop(dropped);
+        let off = st.unlock();
+        wakes.into_iter().for_each(|w| w.run(&off));
+        drop(off);
+        drop(dropped); // user code, outside the lock and the no-preempt region
     }
 
     fn is_zero(&self) -> bool {
         self.cap == Some(0)
     }
 
-    /// Whether a value may be queued now (ignoring disconnection).
+    /// Whether a value may be queued now (nobody blocked in `recv`; ignoring disconnection).
+    /// On a rendezvous channel: while more `Select`s (other than `exclude`) wait to receive than
+    /// there are values for them.
     fn has_room(&self, st: &State<T>, exclude: u64) -> bool {
         match self.cap {
             None => true,
-            Some(0) => st.waiting_receivers(exclude) > st.queue.len(),
+            Some(0) => {
+                let watching = st.recv_watchers.iter().filter(|(id, _)| *id != exclude).count();
+                watching > st.queue.len() + st.send_waiters.len()
+            }
             Some(cap) => st.queue.len() < cap,
         }
     }
 
-    /// Queues `v` (offered by blocked sender `owner` on a zero-capacity channel, else 0) and
-    /// returns the blocked receiver to wake once the lock is released.
-    fn push(&self, st: &mut State<T>, v: T, owner: u64) -> Option<Unparker> {
-        st.queue.push_back(v);
-        if self.is_zero() {
-            st.owners.push_back(owner);
+    /// Takes the oldest value, with the blocked sender to wake once the lock is released.
+    #[inline(always)]
+    fn pop(&self, st: &mut State<T>) -> Option<(T, Wake)> {
+        if st.queue.is_empty() && st.send_waiters.len() == 0 {
+            return None;
         }
-        wake_watchers(&st.recv_watchers);
-        st.recv_waiters.notify_one()
+        self.pop_some(st)
     }
 
-    /// Takes the oldest value, with the sender to wake once the lock is released.
-    fn pop(&self, st: &mut State<T>) -> Option<(T, Option<Unparker>)> {
-        let v = st.queue.pop_front()?;
-        let wake = if self.is_zero() {
-            match st.owners.pop_front() {
-                Some(owner) if owner != 0 => st.send_waiters.remove(owner).map(|w| w.unparker),
-                _ => None,
+    #[inline(never)]
+    fn pop_some(&self, st: &mut State<T>) -> Option<(T, Wake)> {
+        let (v, wake) = match st.queue.pop_front() {
+            Some(v) => {
+                let mut wake = Wake::None;
+                if let Some(cap) = self.cap
+                    && cap > 0
+                    && st.queue.len() < cap
+                    && let Some(node) = st.send_waiters.pop_front()
+                {
+                    // Room appeared: it goes to the oldest blocked sender's value.
+                    let queue = &mut st.queue;
+                    // SAFETY: just unlinked, under the lock.
+                    wake = unsafe { Node::complete(node, |slot| queue.extend(slot.take())) };
+                    wake_watchers(&st.recv_watchers);
+                }
+                (v, wake)
             }
-        } else {
-            st.send_waiters.notify_one()
+            None if self.is_zero() => {
+                let node = st.send_waiters.pop_front()?;
+                let mut v = None;
+                // SAFETY: just unlinked, under the lock; an empty slot tells the sender its
+                // value was taken.
+                let wake = unsafe { Node::complete(node, |slot| v = slot.take()) };
+                (v.expect("a blocked sender's value is in its slot"), wake)
+            }
+            None => return None,
         };
         wake_watchers(&st.send_watchers);
         Some((v, wake))
     }
 
-    /// Takes back the value blocked sender `id` offered on a zero-capacity channel.
-    fn withdraw(st: &mut State<T>, id: u64) -> Option<T> {
-        let i = st.owners.iter().position(|&o| o == id)?;
-        st.owners.remove(i);
-        st.queue.remove(i)
-    }
-
     pub(super) fn try_send(&self, v: T, exclude: u64) -> Result<(), TrySendError<T>> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(v));
         }
+        let v = match st.hand_off(v) {
+            Ok(wake) => {
+                unlock_and_wake(st, wake);
+                return Ok(());
+            }
+            Err(v) => v,
+        };
         if !self.has_room(&st, exclude) {
             return Err(TrySendError::Full(v));
         }
-        let wake = self.push(&mut st, v, 0);
-        drop(st);
-        unpark(wake);
+        st.enqueue(v);
         Ok(())
     }
 
+    #[inline]
     pub(super) fn send(&self, v: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if st.receivers == 0 {
             return Err(SendTimeoutError::Disconnected(v));
         }
-        // A rendezvous send waits for its value to be taken, unless it may not wait at all:
-        // then it behaves like `try_send`.
+        let v = match st.hand_off(v) {
+            Ok(wake) => {
+                unlock_and_wake(st, wake);
+                return Ok(());
+            }
+            Err(v) => v,
+        };
+        // With no receiver blocked, a rendezvous send waits for one, unless it may not wait at
+        // all: then it behaves like `try_send`.
         let may_queue = !self.is_zero() || expired(deadline);
         if may_queue && self.has_room(&st, 0) {
-            let wake = self.push(&mut st, v, 0);
-            drop(st);
-            unpark(wake);
+            st.enqueue(v);
             return Ok(());
         }
+        self.send_blocking(st, v, deadline)
+    }
+
+    /// The rest of `send`, once the value can neither be handed over nor queued.
+    #[inline(never)]
+    fn send_blocking(
+        &self,
+        mut st: SpinGuard<'_, State<T>>,
+        v: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         if expired(deadline) {
             return Err(SendTimeoutError::Timeout(v));
         }
-        let id = st.send_waiters.push(current_unparker());
+        let node = pin!(Node::new(Some(v)));
+        let node = node.as_ref().get_ref();
+        // SAFETY: the node is pinned in this frame, and stays linked only until one of the
+        // returns below: `Node::wait` ends once a completer unlinked it, else `leave` unlinks
+        // it; the unwind guard unlinks it if the wait unwinds.
+        unsafe { st.send_waiters.push_back(node) };
         if self.is_zero() {
-            // Rendezvous: offer the value, then wait until a receiver has taken it.
-            let wake = self.push(&mut st, v, id);
-            drop(st);
-            unpark(wake);
-            return self.wait_offer_taken(id, deadline);
+            // A value is on offer: `Select`s waiting to receive may take it.
+            wake_watchers(&st.recv_watchers);
         }
         drop(st);
-        let guard = OnUnwind::new(|| self.leave(Side::Send, id));
-        loop {
-            park_until(deadline);
-            let mut st = lock(&self.state);
-            let disconnected = st.receivers == 0;
-            if !disconnected && self.has_room(&st, 0) {
-                st.send_waiters.remove(id);
-                let wake = self.push(&mut st, v, 0);
-                drop(st);
-                guard.disarm();
-                unpark(wake);
-                return Ok(());
-            }
-            if disconnected || expired(deadline) {
-                drop(st);
-                guard.disarm();
-                self.leave(Side::Send, id);
-                return Err(if disconnected {
-                    SendTimeoutError::Disconnected(v)
-                } else {
-                    SendTimeoutError::Timeout(v)
-                });
-            }
-            st.send_waiters.rearm(id);
+        // A cancelled sender leaves the list; its value is dropped with the node, unlocked.
+        let guard = OnUnwind::new(|| {
+            self.leave(Side::Send, node);
+        });
+        let done = node.wait(deadline);
+        guard.disarm();
+        if done || self.leave(Side::Send, node) {
+            return match node.take() {
+                None => Ok(()),
+                Some(v) => Err(SendTimeoutError::Disconnected(v)),
+            };
         }
+        let v = node.take().expect("an unsent value stays in its slot");
+        Err(SendTimeoutError::Timeout(v))
     }
 
-    fn wait_offer_taken(&self, id: u64, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        let guard = OnUnwind::new(|| {
-            let mut st = lock(&self.state);
-            let value = st.send_waiters.remove(id).and_then(|_| Self::withdraw(&mut st, id));
-            drop(st);
-            drop(value);
-        });
-        loop {
-            park_until(deadline);
-            let mut st = lock(&self.state);
-            if !st.send_waiters.contains(id) {
-                drop(st);
-                guard.disarm();
-                return Ok(());
-            }
-            let disconnected = st.receivers == 0;
-            if disconnected || expired(deadline) {
-                st.send_waiters.remove(id);
-                let v = Self::withdraw(&mut st, id).expect("an offered value is in the queue");
-                drop(st);
-                guard.disarm();
-                return Err(if disconnected {
-                    SendTimeoutError::Disconnected(v)
-                } else {
-                    SendTimeoutError::Timeout(v)
-                });
-            }
+    /// The owner of `node` gives up waiting: unlinks it unless it was completed meanwhile.
+    /// Returns whether it had been completed.
+    fn leave(&self, side: Side, node: &Node<T>) -> bool {
+        let mut st = self.lock();
+        if node.is_done() {
+            return true;
         }
+        let list = match side {
+            Side::Recv => &mut st.recv_waiters,
+            Side::Send => &mut st.send_waiters,
+        };
+        // SAFETY: a node not done is still linked in its side's list (completers mark it done
+        // under the lock).
+        unsafe { list.unlink(node) };
+        false
     }
 
     pub(super) fn try_recv(&self) -> Result<T, TryRecvError> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if let Some((v, wake)) = self.pop(&mut st) {
-            drop(st);
-            unpark(wake);
+            unlock_and_wake(st, wake);
             return Ok(v);
         }
         Err(if st.senders == 0 {
@@ -270,79 +321,98 @@ impl<T> Chan<T> {
         })
     }
 
+    /// Inlined into the caller, with the first part of a blocking wait: a receiver that spins
+    /// (see [`Node::wait`]) then switches away from its caller's own frame, as `yield_now`
+    /// does. Every frame between the caller and the switch would cost two mispredicted
+    /// returns per switch (the return-stack predictor sees the other coroutine's calls).
+    #[inline(always)]
     pub(super) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if let Some((v, wake)) = self.pop(&mut st) {
-            drop(st);
-            unpark(wake);
+            unlock_and_wake(st, wake);
             return Ok(v);
         }
+        let node = pin!(Node::new(None));
+        let node = node.as_ref().get_ref();
+        // SAFETY: the node is pinned in this frame, and leaves the list before any return
+        // below: `Node::wait` returns `true` once a completer unlinked it, else `recv_timed_out`
+        // unlinks it; if the wait unwinds, the guard unlinks it (or passes its value on).
+        unsafe { self.register_recv(st, node, deadline)? };
+        let guard = OnUnwind::new(|| self.cancel_recv(node));
+        let done = node.wait(deadline);
+        guard.disarm();
+        if done {
+            return node.take().ok_or(RecvTimeoutError::Disconnected);
+        }
+        self.recv_timed_out(node)
+    }
+
+    /// Links a blocked receiver's node (unless the channel is disconnected or the deadline
+    /// passed), then unlocks.
+    ///
+    /// # Safety
+    ///
+    /// On `Ok`, `node` must stay where it is until it is unlinked, which its owner must make sure
+    /// of before dropping it (see `WaitList::push_back`).
+    #[inline(always)]
+    unsafe fn register_recv(
+        &self,
+        mut st: SpinGuard<'_, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvTimeoutError> {
         if st.senders == 0 {
             return Err(RecvTimeoutError::Disconnected);
         }
         if expired(deadline) {
             return Err(RecvTimeoutError::Timeout);
         }
-        let id = st.recv_waiters.push(current_unparker());
+        // SAFETY: guaranteed by the caller.
+        unsafe { st.recv_waiters.push_back(node) };
         if self.is_zero() {
             // A receiver is waiting now: rendezvous sends in `Select`s may proceed.
             wake_watchers(&st.send_watchers);
         }
-        drop(st);
-        let guard = OnUnwind::new(|| self.leave(Side::Recv, id));
-        loop {
-            park_until(deadline);
-            let mut st = lock(&self.state);
-            if let Some((v, wake)) = self.pop(&mut st) {
-                st.recv_waiters.remove(id);
-                drop(st);
-                guard.disarm();
-                unpark(wake);
-                return Ok(v);
-            }
-            let disconnected = st.senders == 0;
-            if disconnected || expired(deadline) {
-                drop(st);
-                guard.disarm();
-                self.leave(Side::Recv, id);
-                return Err(if disconnected {
-                    RecvTimeoutError::Disconnected
-                } else {
-                    RecvTimeoutError::Timeout
-                });
-            }
-            st.recv_waiters.rearm(id);
-        }
+        Ok(())
     }
 
-    /// A blocked (notify-style) waiter leaves without completing: if a wakeup had been aimed at
-    /// it, pass it on so the value or room it announced is not stranded.
-    fn leave(&self, side: Side, id: u64) {
-        let mut st = lock(&self.state);
-        let queue = match side {
-            Side::Recv => &mut st.recv_waiters,
-            Side::Send => &mut st.send_waiters,
-        };
-        let baton = match queue.remove(id) {
-            Some(w) if w.notified => queue.notify_one(),
-            _ => None,
-        };
-        drop(st);
-        unpark(baton);
+    /// A blocked receiver's deadline passed: it leaves, unless a value (or the disconnection)
+    /// reached it meanwhile.
+    #[inline(never)]
+    fn recv_timed_out(&self, node: &Node<T>) -> Result<T, RecvTimeoutError> {
+        if self.leave(Side::Recv, node) {
+            return node.take().ok_or(RecvTimeoutError::Disconnected);
+        }
+        Err(RecvTimeoutError::Timeout)
+    }
+
+    /// A blocked receiver unwinds: it leaves the list, or, if a value was handed to it already,
+    /// passes the value on (to the next blocked receiver, else to the front of the queue).
+    fn cancel_recv(&self, node: &Node<T>) {
+        let mut st = self.lock();
+        if !node.is_done() {
+            // SAFETY: a node not done is still linked (completers mark it done under the lock).
+            unsafe { st.recv_waiters.unlink(node) };
+            return;
+        }
+        let Some(v) = node.take() else { return };
+        match st.hand_off(v) {
+            Ok(wake) => unlock_and_wake(st, wake),
+            Err(v) => {
+                st.queue.push_front(v);
+                wake_watchers(&st.recv_watchers);
+            }
+        }
     }
 
     pub(super) fn len(&self) -> usize {
-        if self.is_zero() {
-            0
-        } else {
-            lock(&self.state).queue.len()
-        }
+        if self.is_zero() { 0 } else { self.lock().queue.len() }
     }
 }
 
 impl<T> Watch for Chan<T> {
     fn watch(&self, side: Side, id: u64, unparker: &Unparker) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         match side {
             Side::Recv => {
                 st.recv_watchers.push((id, unparker.clone()));
@@ -355,7 +425,7 @@ impl<T> Watch for Chan<T> {
     }
 
     fn unwatch(&self, side: Side, id: u64) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         let list = match side {
             Side::Recv => &mut st.recv_watchers,
             Side::Send => &mut st.send_watchers,
@@ -365,3 +435,7 @@ impl<T> Watch for Chan<T> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "chan_tests.rs"]
+mod tests;

@@ -8,6 +8,11 @@
 //! what is left and then get `Disconnected`; once every [`Receiver`] is gone, a send fails and
 //! hands the value back inside the error (buffered values are dropped then).
 //!
+//! A value sent while a receiver waits goes straight to the receiver that has waited longest.
+//! If that receiver is cancelled before it runs again, the value is not lost: it goes to the
+//! next waiting receiver, or back to the front of the channel (which may then hold one value
+//! more than its capacity for a while).
+//!
 //! ```
 //! use sigcoro::sync::channel;
 //!
@@ -62,17 +67,20 @@ pub struct Sender<T> {
 impl<T> Sender<T> {
     /// Sends a value, waiting while the channel is full (on a rendezvous channel: until a
     /// receiver takes it). Fails, returning the value, if every receiver is gone.
+    #[inline]
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         crate::checkpoint();
         self.chan.send(value, None).map_err(|e| SendError(e.into_inner()))
     }
 
     /// Sends a value if that is possible without waiting.
+    #[inline]
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         self.chan.try_send(value, 0)
     }
 
     /// Sends a value, waiting at most `timeout`.
+    #[inline]
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.chan.send(value, deadline_after(timeout))
     }
@@ -138,17 +146,22 @@ pub struct Receiver<T> {
 impl<T> Receiver<T> {
     /// Receives a value, waiting while the channel is empty; fails once it is empty and every
     /// sender is gone.
+    // Inlined, so that a receiver that waits suspends right below the caller's frame (see
+    // `Chan::recv`).
+    #[inline(always)]
     pub fn recv(&self) -> Result<T, RecvError> {
         crate::checkpoint();
         self.chan.recv(None).map_err(|_| RecvError)
     }
 
     /// Receives a value if one is there.
+    #[inline]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.chan.try_recv()
     }
 
     /// Receives a value, waiting at most `timeout`.
+    #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.chan.recv(deadline_after(timeout))
     }
@@ -218,6 +231,7 @@ pub struct Iter<'a, T> {
 
 impl<T> Iterator for Iter<'_, T> {
     type Item = T;
+    #[inline(always)]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
@@ -231,6 +245,7 @@ pub struct TryIter<'a, T> {
 
 impl<T> Iterator for TryIter<'_, T> {
     type Item = T;
+    #[inline]
     fn next(&mut self) -> Option<T> {
         self.rx.try_recv().ok()
     }
@@ -244,6 +259,7 @@ pub struct IntoIter<T> {
 
 impl<T> Iterator for IntoIter<T> {
     type Item = T;
+    #[inline(always)]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }

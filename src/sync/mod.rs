@@ -28,7 +28,9 @@ mod rwlock;
 mod select;
 mod select_macro;
 mod semaphore;
+mod spin;
 mod waitgroup;
+mod waitlist;
 mod waitq;
 
 pub use barrier::{Barrier, BarrierWaitResult};

@@ -79,13 +79,6 @@ impl WaitQueue {
         self.index(id).is_some_and(|i| self.waiters[i].notified)
     }
 
-    /// Clears the waiter's notified flag: it re-checked, lost the race, and waits again.
-    pub(crate) fn rearm(&mut self, id: u64) {
-        if let Some(i) = self.index(id) {
-            self.waiters[i].notified = false;
-        }
-    }
-
     /// Removes a waiter, returning its entry if it was still queued.
     pub(crate) fn remove(&mut self, id: u64) -> Option<Waiter> {
         let i = self.index(id)?;
@@ -147,6 +140,7 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
 }
 
 /// Whether `deadline` has passed (never, for `None`).
+#[inline]
 pub(crate) fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
