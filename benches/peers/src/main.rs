@@ -11,6 +11,7 @@ mod create;
 mod echo;
 mod glibc;
 mod harness;
+mod lab;
 mod may_rt;
 mod rss;
 mod sched;
@@ -31,6 +32,9 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("echo-rss-child") {
         echo::rss_child(&args[1], args[2].parse().expect("count"));
+    }
+    if args.first().map(String::as_str) == Some("lab") {
+        lab::main(&args[1..]); // the context-switch lab's peer rows (examples/switch_lab.rs)
     }
     let (mut json, mut reps, mut picked) = (false, 15usize, Vec::new());
     let mut it = args.iter();
