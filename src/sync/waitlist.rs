@@ -99,11 +99,11 @@ impl Wake {
         match self {
             Wake::None => {}
             Wake::Local(task) => {
-                // SAFETY: the pointer came from the `Arc` its worker holds while the task is
-                // alive (`current_task`), and the task is alive: it waits on this thread's worker
+                // The pointer came from the `Arc` its worker holds while the task is alive
+                // (`current_task`), and the task is alive: it waits on this thread's worker
                 // (parked, or about to) and cannot run before this thread returns to its
-                // scheduler, as preemption is off since its node was completed. The handle is
-                // never dropped, so no count is taken or given back.
+                // scheduler, as preemption is off since its node was completed.
+                // SAFETY: as just said; the handle is never dropped, so no count moves.
                 let u = ManuallyDrop::new(Unparker::Task(unsafe { Arc::from_raw(task.as_ptr()) }));
                 u.unpark();
             }
