@@ -1,6 +1,6 @@
 //! Coroutine stacks: sizes, the header at the top of each stack, and the owning handle.
 //!
-//! A stack is one slot of a large reservation (see [`reserve`](self::reserve)):
+//! A stack is one slot of a large reservation (see the private `reserve` module):
 //!
 //! ```text
 //!   slot base                                                        slot base + stride
