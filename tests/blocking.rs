@@ -73,18 +73,7 @@ fn long_blocking_calls_leave_a_sleeper_on_schedule() {
             (late, during)
         });
         let callers: Vec<_> = (0..4)
-            .map(|_| {
-                let (f, m) = (in_flight.clone(), max_parallel.clone());
-                sigcoro::spawn(move || {
-                    sigcoro::blocking(|| {
-                        let now = f.fetch_add(1, Ordering::AcqRel) + 1;
-                        m.fetch_max(now, Ordering::AcqRel);
-                        std::thread::sleep(Duration::from_millis(100));
-                        f.fetch_sub(1, Ordering::AcqRel);
-                        thread_name()
-                    })
-                })
-            })
+            .map(|_| spawn_counted(&in_flight, &max_parallel, Duration::from_millis(100)))
             .collect();
         for c in callers {
             let name = c.join().unwrap();
@@ -167,17 +156,7 @@ fn the_pool_never_exceeds_its_limit() {
             let in_flight = Arc::new(AtomicUsize::new(0));
             let max_parallel = Arc::new(AtomicUsize::new(0));
             let calls: Vec<_> = (0..6)
-                .map(|_| {
-                    let (f, m) = (in_flight.clone(), max_parallel.clone());
-                    sigcoro::spawn(move || {
-                        sigcoro::blocking(|| {
-                            let now = f.fetch_add(1, Ordering::AcqRel) + 1;
-                            m.fetch_max(now, Ordering::AcqRel);
-                            std::thread::sleep(Duration::from_millis(20));
-                            f.fetch_sub(1, Ordering::AcqRel);
-                        })
-                    })
-                })
+                .map(|_| spawn_counted(&in_flight, &max_parallel, Duration::from_millis(20)))
                 .collect();
             for c in calls {
                 c.join().unwrap();
@@ -202,4 +181,23 @@ fn the_pool_never_exceeds_its_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("child: max parallel 2"), "{stdout}");
+}
+
+/// Spawns a coroutine whose `blocking` call sleeps `dur` on a helper, counting the calls in
+/// flight and the most seen at once; it returns the helper thread's name.
+fn spawn_counted(
+    in_flight: &Arc<AtomicUsize>,
+    max_parallel: &Arc<AtomicUsize>,
+    dur: Duration,
+) -> sigcoro::JoinHandle<String> {
+    let (f, m) = (in_flight.clone(), max_parallel.clone());
+    sigcoro::spawn(move || {
+        sigcoro::blocking(|| {
+            let now = f.fetch_add(1, Ordering::AcqRel) + 1;
+            m.fetch_max(now, Ordering::AcqRel);
+            std::thread::sleep(dur);
+            f.fetch_sub(1, Ordering::AcqRel);
+            thread_name()
+        })
+    })
 }

@@ -105,11 +105,15 @@ pub(crate) fn wait(task: &Task, action: Action) {
         return;
     }
     let yielder = task.yielder.get();
-    let off = crate::preempt::RuntimeGuard::new();
+    // Hold preemption off across the switch itself (a task's suspend never unwinds, so no guard
+    // object is needed, and we already have the task: no second thread-local lookup).
+    crate::preempt::off_inc(&task.preempt_off);
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
     // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
     // that task, running on its own stack.
     unsafe { (*yielder).suspend(action) };
-    drop(off);
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    crate::preempt::off_dec(&task.preempt_off);
     // Only this task's worker touches the number: a plain load and store, no locked add.
     task.wait_seq
         .store(task.wait_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

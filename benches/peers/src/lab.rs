@@ -153,22 +153,7 @@ pub fn main(args: &[String]) -> ! {
         "tokio",
         "tokio yield_now handoff",
         "two tasks on a current-thread runtime each awaiting task::yield_now: time / handoffs",
-        |r| {
-            harness::bench(r, 2.0, |n| {
-                rt.block_on(async move {
-                    let t = Instant::now();
-                    let yielder = move || async move {
-                        for _ in 0..n {
-                            tokio::task::yield_now().await;
-                        }
-                    };
-                    let (a, b) = (tokio::spawn(yielder()), tokio::spawn(yielder()));
-                    a.await.unwrap();
-                    b.await.unwrap();
-                    t.elapsed()
-                })
-            })
-        },
+        |r| harness::bench(r, 2.0, |n| crate::sched::tokio_yield_handoffs(&rt, n)),
     );
     lab.row(
         "scheduler",

@@ -9,6 +9,9 @@
 
 mod create;
 mod echo;
+/// glibc's switches: the lab's file (a superset, with the sigsetjmp variant too).
+#[allow(dead_code)]
+#[path = "../../../examples/switch_lab/glibc.rs"]
 mod glibc;
 mod harness;
 mod lab;
@@ -41,17 +44,9 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--reps" => {
-                reps = it
-                    .next()
-                    .and_then(|r| r.parse().ok())
-                    .filter(|&r| r > 0)
-                    .expect(USAGE)
-            }
+            "--reps" => reps = it.next().and_then(|r| r.parse().ok()).filter(|&r| r > 0).expect(USAGE),
             "all" => picked.extend(WORKLOADS),
-            w if WORKLOADS.contains(&w) => {
-                picked.push(*WORKLOADS.iter().find(|&&x| x == w).unwrap())
-            }
+            w if WORKLOADS.contains(&w) => picked.push(*WORKLOADS.iter().find(|&&x| x == w).unwrap()),
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);

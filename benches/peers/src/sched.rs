@@ -26,6 +26,22 @@ fn tokio_rt() -> Runtime {
         .expect("tokio runtime")
 }
 
+/// Two tasks on `rt` each awaiting `yield_now` `n` times: the time of the whole exchange.
+pub fn tokio_yield_handoffs(rt: &Runtime, n: u64) -> std::time::Duration {
+    rt.block_on(async move {
+        let t = Instant::now();
+        let yielder = move || async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        };
+        let (a, b) = (tokio::spawn(yielder()), tokio::spawn(yielder()));
+        a.await.unwrap();
+        b.await.unwrap();
+        t.elapsed()
+    })
+}
+
 pub fn handoff(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
     let s = bench(reps, 2.0, |n| {
         may_rt::timed(move || {
@@ -38,40 +54,21 @@ pub fn handoff(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
     out("may", "handoff", s, "2 coroutines, yield_now");
 
     let rt = tokio_rt();
-    let s = bench(reps, 2.0, |n| {
-        rt.block_on(async move {
-            let t = Instant::now();
-            let yielder = move || async move {
-                for _ in 0..n {
-                    tokio::task::yield_now().await;
-                }
-            };
-            let (a, b) = (tokio::spawn(yielder()), tokio::spawn(yielder()));
-            a.await.unwrap();
-            b.await.unwrap();
-            t.elapsed()
-        })
-    });
+    let s = bench(reps, 2.0, |n| tokio_yield_handoffs(&rt, n));
     out("tokio", "handoff", s, "2 tasks, yield_now");
 }
 
 pub fn spawn(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
     for (peer, wave, note) in [
         ("may", SPAWN_WAVE, "100k in waves of 10k (map-count limit)"),
-        (
-            "may-waves1k",
-            1_000,
-            "100k in waves of 1k (= may's stack pool)",
-        ),
+        ("may-waves1k", 1_000, "100k in waves of 1k (= may's stack pool)"),
     ] {
         let run = move |total: u64| {
             may_rt::timed(move || {
                 let mut left = total;
                 while left > 0 {
                     let w = left.min(wave);
-                    let hs: Vec<_> = (0..w)
-                        .map(|i| may_rt::spawn(move || black_box(i)))
-                        .collect();
+                    let hs: Vec<_> = (0..w).map(|i| may_rt::spawn(move || black_box(i))).collect();
                     hs.into_iter().for_each(|h| {
                         black_box(h.join().unwrap());
                     });
@@ -80,12 +77,7 @@ pub fn spawn(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
             })
         };
         run(SPAWN_TASKS); // warm-up
-        out(
-            peer,
-            "spawn",
-            bench_fixed(reps, SPAWN_TASKS, 1.0, run),
-            note,
-        );
+        out(peer, "spawn", bench_fixed(reps, SPAWN_TASKS, 1.0, run), note);
     }
 
     let rt = tokio_rt();
@@ -99,9 +91,7 @@ pub fn spawn(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
                 let mut left = total;
                 while left > 0 {
                     let w = left.min(wave);
-                    let hs: Vec<_> = (0..w)
-                        .map(|i| tokio::spawn(async move { black_box(i) }))
-                        .collect();
+                    let hs: Vec<_> = (0..w).map(|i| tokio::spawn(async move { black_box(i) })).collect();
                     for h in hs {
                         black_box(h.await.unwrap());
                     }
@@ -111,12 +101,7 @@ pub fn spawn(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
             })
         };
         run(SPAWN_TASKS); // warm-up
-        out(
-            peer,
-            "spawn",
-            bench_fixed(reps, SPAWN_TASKS, 1.0, run),
-            note,
-        );
+        out(peer, "spawn", bench_fixed(reps, SPAWN_TASKS, 1.0, run), note);
     }
 }
 
@@ -125,9 +110,7 @@ pub fn chan(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
         may_rt::timed(move || {
             use may::sync::mpsc::channel;
             let ((tx1, rx1), (tx2, rx2)) = (channel::<u64>(), channel::<u64>());
-            let echo = may_rt::spawn(move || {
-                (0..n).for_each(|_| tx2.send(rx1.recv().unwrap() + 1).unwrap())
-            });
+            let echo = may_rt::spawn(move || (0..n).for_each(|_| tx2.send(rx1.recv().unwrap() + 1).unwrap()));
             let ping = may_rt::spawn(move || {
                 (0..n).for_each(|i| {
                     tx1.send(i).unwrap();
@@ -145,8 +128,7 @@ pub fn chan(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
         rt.block_on(async move {
             use tokio::sync::mpsc::unbounded_channel;
             let t = Instant::now();
-            let ((tx1, mut rx1), (tx2, mut rx2)) =
-                (unbounded_channel::<u64>(), unbounded_channel::<u64>());
+            let ((tx1, mut rx1), (tx2, mut rx2)) = (unbounded_channel::<u64>(), unbounded_channel::<u64>());
             let echo = tokio::spawn(async move {
                 for _ in 0..n {
                     tx2.send(rx1.recv().await.unwrap() + 1).unwrap();
@@ -163,10 +145,5 @@ pub fn chan(reps: usize, out: &mut dyn FnMut(&str, &str, Stats, &str)) {
             t.elapsed()
         })
     });
-    out(
-        "tokio",
-        "chan",
-        s,
-        "tokio::sync::mpsc::unbounded_channel ping-pong / 2",
-    );
+    out("tokio", "chan", s, "tokio::sync::mpsc::unbounded_channel ping-pong / 2");
 }
