@@ -196,6 +196,18 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         // SAFETY: the coroutine is suspended (or waiting for its first input) in its link; it
         // takes the input before it suspends back to us.
         let got = unsafe { resume(link, sent) };
+        // SAFETY: `got` is what the coroutine suspended with just now.
+        unsafe { self.settle(got) }
+    }
+
+    /// What the coroutine suspended with: a yielded value, or its end (its stack then goes
+    /// back to the pool, and a panic goes on in the resumer).
+    ///
+    /// # Safety
+    ///
+    /// `got` is what this coroutine's last switch out carried, read once.
+    #[inline]
+    unsafe fn settle(&mut self, got: Transfer) -> CoroutineResult<Y, R> {
         if got.tag == tag::VALUE {
             // SAFETY: the coroutine encoded a `Y` and waits while we read it.
             return CoroutineResult::Yield(unsafe { decode(got.value) });
@@ -312,8 +324,8 @@ impl<I, Y, R> Builder<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
         let size = stack::validate_size(self.stack_size)?;
-        let stack = pool::take(size)?;
         let id = next_id();
+        let stack = pool::take(size)?;
         let header = stack.header();
         // SAFETY: we own the idle stack; its header is ours to write.
         unsafe { (*header).set_owner(id, self.name.as_deref(), size) };
@@ -339,6 +351,57 @@ impl<I, Y, R> Builder<I, Y, R> {
             _marker: PhantomData,
         })
     }
+}
+
+/// A coroutine just started by [`start_checked`], and what its first run came back with.
+pub(crate) type Started<I, Y, R> = (Coroutine<I, Y, R>, CoroutineResult<Y, R>);
+
+/// For the scheduler: makes a coroutine and runs it at once with `input`, until it first
+/// suspends or ends, in one switch (no separate hand-over of the closure). `on_stack` gets the
+/// stack's bounds `[lo, hi)` before the closure runs. `size` was checked by
+/// [`stack::validate_size`]; `id` and `name` go into overflow reports.
+pub(crate) fn start_checked<I, Y, R, F>(
+    id: u64,
+    name: Option<&str>,
+    size: usize,
+    f: F,
+    input: I,
+    on_stack: impl FnOnce(usize, usize),
+) -> io::Result<Started<I, Y, R>>
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+{
+    let stack = pool::take(size)?;
+    // SAFETY: we own the idle stack; its header is ours to write.
+    unsafe { (*stack.header()).set_owner(id, name, size) };
+    let mut co = Coroutine {
+        stack: Some(stack),
+        id,
+        _marker: PhantomData,
+    };
+    let (lo, hi) = co.stack_bounds().expect("a new coroutine has a stack");
+    on_stack(lo, hi);
+    let link = co.stack.as_ref().expect("a new coroutine has a stack").link();
+    let mut start = ManuallyDrop::new((f, input));
+    let job = Job {
+        run: entry_started::<F, I, Y, R>,
+        data: (&raw mut start).cast(),
+    };
+    // SAFETY: the stack is idle in its trampoline loop, which takes `job` and enters
+    // `entry_started`; that moves `f` and `input` out of our frame at once and runs `f` until it
+    // suspends or ends, switching back here.
+    let got = unsafe {
+        resume(
+            link,
+            Transfer {
+                value: &raw const job as usize,
+                tag: tag::VALUE,
+            },
+        )
+    };
+    // SAFETY: `got` is what the coroutine suspended with just now.
+    let first = unsafe { co.settle(got) };
+    Ok((co, first))
 }
 
 /// A coroutine's entry on its own stack, run by the trampoline loop.
@@ -370,19 +433,51 @@ where
             },
         )
     };
-    let yielder = Yielder {
-        link,
-        unwinding: Cell::new(false),
-        _marker: PhantomData,
-    };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+    let body = |yielder: &Yielder<I, Y>| {
         if first.tag == tag::END {
             drop(f);
             return Err(());
         }
         // SAFETY: the first resume encoded an `I` and waits while we read it.
-        Ok(f(&yielder, unsafe { decode(first.value) }))
-    }));
+        Ok(f(yielder, unsafe { decode(first.value) }))
+    };
+    // SAFETY: the link is ours; we end by suspending through it.
+    unsafe { run_to_end(link, body) }
+}
+
+/// The entry of a coroutine made by [`start_checked`]: runs at once, with no first suspension.
+///
+/// # Safety
+///
+/// `data` points at an `(F, I)` that the caller gives up; `header` is this stack's header.
+unsafe fn entry_started<F, I, Y, R>(data: *mut u8, header: *mut Header) -> usize
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    // SAFETY: the starter handed us its `(F, I)` and forgets its copy.
+    let (f, input) = unsafe { ptr::read(data.cast::<(F, I)>()) };
+    // SAFETY: `header` is our stack's; the starter resumed us through its link and waits.
+    let link = unsafe { &raw mut (*header).link };
+    // SAFETY: the link is ours; we end by suspending through it.
+    unsafe { run_to_end(link, |yielder| Ok(f(yielder, input))) }
+}
+
+/// Runs a coroutine's body with every panic caught (nothing unwinds into the trampoline or the
+/// assembly) and suspends with the outcome, which the resumer reads out of this frame; resumed
+/// once more with the stack's next job, returns that job to the trampoline loop. `body` returns
+/// `Err(())` when it was asked to unwind before it ran.
+///
+/// # Safety
+///
+/// `link` is the running coroutine's own link, and its resumer waits on it.
+#[inline(always)]
+unsafe fn run_to_end<I, Y, R>(link: *mut Link, body: impl FnOnce(&Yielder<I, Y>) -> Result<R, ()>) -> usize {
+    let yielder = Yielder {
+        link,
+        unwinding: Cell::new(false),
+        _marker: PhantomData,
+    };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&yielder)));
     let outcome: std::thread::Result<R> = match outcome {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(())) => Err(Box::new(ForcedUnwind)),

@@ -90,7 +90,7 @@ impl RuntimeBuilder {
                 format!("a runtime needs between 1 and 4096 workers, not {workers}"),
             ));
         }
-        stack::validate_size(self.stack_size)?;
+        let stack_size = stack::validate_size(self.stack_size)?;
         if let Some(slice) = self.preempt
             && slice < MIN_PREEMPT_SLICE
         {
@@ -106,7 +106,7 @@ impl RuntimeBuilder {
             }
             None => false,
         };
-        let shared = Arc::new(Shared::new(workers, self.stack_size, preempt_async)?);
+        let shared = Arc::new(Shared::new(workers, stack_size, preempt_async)?);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
@@ -215,7 +215,7 @@ impl Runtime {
 
     /// How many coroutines are alive now (spawned and not yet ended).
     pub fn alive(&self) -> usize {
-        self.shared.alive.load(Ordering::Acquire)
+        self.shared.alive()
     }
 
     /// Stops the runtime: no new spawns; every coroutine still alive is cancelled and unwound
@@ -237,7 +237,7 @@ impl Runtime {
         if let Some(t) = self.timer.take() {
             let _ = t.join();
         }
-        let alive = self.shared.alive.load(Ordering::Acquire);
+        let alive = self.shared.alive();
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.wake_all();
         let me = std::thread::current().id();

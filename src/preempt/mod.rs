@@ -304,6 +304,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Back to zero (for a task record being reused).
+    pub(crate) fn reset(&mut self) {
+        *self = Counters::default();
+    }
+
     pub(crate) fn snapshot(&self) -> PreemptStats {
         PreemptStats {
             asynchronous: self.asynchronous.load(Ordering::Relaxed),

@@ -99,12 +99,22 @@ impl Builder {
                 "sigcoro: cannot spawn: the runtime has been shut down",
             ));
         }
-        let stack_size = crate::stack::validate_size(self.stack_size.unwrap_or(rt.stack_size))?;
+        // The runtime's own size was checked when it was built.
+        let stack_size = match self.stack_size {
+            Some(size) => crate::stack::validate_size(size)?,
+            None => rt.stack_size,
+        };
         let body: Body = Box::new(move || run_task_body(f));
         let name = self.name.map(String::into_boxed_str);
-        let task = Arc::new(Task::new(coroutine::next_id(), name, rt.clone(), stack_size, body));
-        rt.alive.fetch_add(1, Ordering::AcqRel);
-        worker::schedule(task.clone());
+        // On one of this runtime's own workers, the task may be a kept record, the spawn is
+        // counted by that worker alone, and the task queues there.
+        let here = worker::local().filter(|l| Arc::ptr_eq(&l.rt, rt));
+        let task = super::recycle::new_task(here, coroutine::next_id(), name, rt, stack_size, body);
+        worker::count_spawn(here, rt);
+        match here {
+            Some(local) => local.push_unstarted(task.clone()),
+            None => worker::schedule(task.clone()),
+        }
         Ok(JoinHandle {
             task,
             _marker: PhantomData,
@@ -130,7 +140,7 @@ where
     };
     let result = match outcome {
         _ if task.unwound.load(Ordering::Acquire) => Err(JoinErrorKind::Cancelled),
-        Ok(v) => Ok(Box::new(v) as Box<dyn Any + Send>),
+        Ok(v) => Ok(super::value::Value::new(v)),
         Err(p) if p.is::<Cancelled>() => Err(JoinErrorKind::Cancelled),
         Err(p) => Err(JoinErrorKind::Panic(p)),
     };
@@ -160,31 +170,29 @@ fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
 }
 
 /// Delivers a task's outcome and wakes its joiner.
-pub(crate) fn finish(task: &Task, result: Result<Box<dyn Any + Send>, JoinErrorKind>) {
-    task.rt.alive.fetch_sub(1, Ordering::AcqRel);
+pub(crate) fn finish(task: &Task, result: super::task::Outcome) {
+    worker::count_end(&task.rt);
     task.deliver(result);
 }
 
-/// Makes the coroutine of a task on its first run: the stack comes from the running worker's
-/// pool. On failure (no stack could be had) the task ends with that error as its panic.
-pub(crate) fn start_coroutine(task: &Task) -> Option<coroutine::Coroutine<(), Action, ()>> {
+/// Starts a task's coroutine on its first run and runs it until it first suspends: the stack
+/// comes from the running worker's pool, and `on_stack` (the worker's bookkeeping) runs once the
+/// stack is there, before the task does. On failure (no stack could be had) the task ends with
+/// that error as its panic, and `None` comes back.
+pub(crate) fn start_coroutine(task: &Task, on_stack: impl FnOnce()) -> Option<coroutine::Started<(), Action, ()>> {
     // SAFETY: the caller is the worker running the task.
     let body = unsafe { task.body().take() }.expect("an unstarted task has its body");
-    let mut b = coroutine::Builder::new().stack_size(task.stack_size);
-    if let Some(name) = &task.name {
-        b = b.name(name.to_string());
-    }
-    let made = b.build(move |y: &Yielder<(), Action>, ()| {
+    let entry = move |y: &Yielder<(), Action>, ()| {
         current_task().expect("a task runs on its worker").yielder.set(y);
         body()
+    };
+    let started = coroutine::start_checked(task.id, task.name.as_deref(), task.stack_size, entry, (), |lo, hi| {
+        task.stack_lo.store(lo, Ordering::Relaxed);
+        task.stack_hi.store(hi, Ordering::Relaxed);
+        on_stack();
     });
-    match made {
-        Ok(co) => {
-            let (lo, hi) = co.stack_bounds().expect("a new coroutine has a stack");
-            task.stack_lo.store(lo, Ordering::Relaxed);
-            task.stack_hi.store(hi, Ordering::Relaxed);
-            Some(co)
-        }
+    match started {
+        Ok(started) => Some(started),
         Err(e) => {
             let msg = format!("sigcoro: cannot start coroutine {}: {e}", task.id);
             finish(task, Err(JoinErrorKind::Panic(Box::new(msg))));
@@ -203,16 +211,21 @@ impl<T: 'static> JoinHandle<T> {
     /// Waits for the coroutine to end: its value, or how it failed. Parks the caller if it is a
     /// coroutine, blocks it if it is a plain thread.
     pub fn join(self) -> Result<T, JoinError> {
-        self.task.wait_done(|| park::park_until(None));
-        match self.task.take_outcome() {
-            Ok(v) => Ok(*v.downcast::<T>().expect("the outcome has the task's type")),
+        let JoinHandle { task, .. } = self;
+        task.wait_done(|| park::park_until(None));
+        let (outcome, id) = (task.take_outcome(), task.id);
+        super::recycle::give_back(task);
+        match outcome {
+            // SAFETY: a `JoinHandle<T>` is made only by spawning an `FnOnce() -> T`, whose
+            // value `run_task_body::<_, T>` delivered.
+            Ok(v) => Ok(unsafe { v.take::<T>() }),
             Err(JoinErrorKind::Panic(p)) => Err(JoinError {
                 repr: Repr::Panic(p),
-                id: self.task.id,
+                id,
             }),
             Err(JoinErrorKind::Cancelled) => Err(JoinError {
                 repr: Repr::Cancelled,
-                id: self.task.id,
+                id,
             }),
         }
     }

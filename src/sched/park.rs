@@ -45,6 +45,15 @@ impl Unparker {
             Unparker::Thread(t) => t.unpark(),
         }
     }
+
+    /// [`Unparker::unpark`], consuming the handle (no reference count is touched to wake a
+    /// coroutine).
+    pub(crate) fn unpark_owned(self) {
+        match self {
+            Unparker::Task(t) => t.unpark_owned(),
+            Unparker::Thread(t) => t.unpark(),
+        }
+    }
 }
 
 /// The payload a cancelled coroutine unwinds with.
@@ -135,10 +144,12 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         }
         return;
     };
-    if task
-        .park
-        .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
+    // A plain load first: the locked exchange only when a token is there to take.
+    if task.park.load(Ordering::Relaxed) == NOTIFIED
+        && task
+            .park
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     {
         check_cancelled(task);
         return;

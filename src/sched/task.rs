@@ -47,7 +47,7 @@ pub(crate) enum Action {
 }
 
 /// A task's outcome: its value, or how it failed.
-pub(crate) type Outcome = Result<Box<dyn Any + Send>, JoinErrorKind>;
+pub(crate) type Outcome = Result<super::value::Value, JoinErrorKind>;
 
 /// `join_state` values. The task writes its outcome, then swaps in `DONE`; a joiner writes its
 /// unparker, then moves `RUNNING -> WAITING`. Whoever swaps `WAITING` out for `DONE` wakes the
@@ -147,6 +147,70 @@ impl Task {
         }
     }
 
+    /// Makes a finished task new again in place, keeping its allocation and its runtime
+    /// handle (no reference count is touched). Every field is named, so a field added to
+    /// `Task` must be reset here too.
+    pub(crate) fn reuse(&mut self, new_id: u64, new_name: Option<Box<str>>, new_stack_size: usize, new_body: Body) {
+        let Task {
+            id,
+            name,
+            rt: _,
+            owner,
+            park,
+            sleeping,
+            wait_seq,
+            cancelled,
+            unwound,
+            slot,
+            yielder,
+            preempt_off,
+            in_handler,
+            user_base,
+            stack_lo,
+            stack_hi,
+            stats,
+            locals,
+            stack_size,
+            body,
+            join_state,
+            outcome,
+            joiner,
+            coroutine,
+        } = self;
+        *id = new_id;
+        *name = new_name;
+        *owner.get_mut() = UNSTARTED;
+        *park.get_mut() = EMPTY;
+        *sleeping.get_mut() = false;
+        *wait_seq.get_mut() = 0;
+        *cancelled.get_mut() = false;
+        *unwound.get_mut() = false;
+        *slot.get_mut() = usize::MAX;
+        yielder.set(std::ptr::null());
+        *preempt_off.get_mut() = 1;
+        *in_handler.get_mut() = false;
+        *user_base.get_mut() = 0;
+        *stack_lo.get_mut() = 0;
+        *stack_hi.get_mut() = 0;
+        stats.reset();
+        locals.get_mut().clear();
+        *stack_size = new_stack_size;
+        *body.get_mut() = Some(new_body);
+        *join_state.get_mut() = RUNNING;
+        *outcome.get_mut() = None;
+        *joiner.get_mut() = None;
+        *coroutine.get_mut() = None;
+    }
+
+    /// Drops what a finished task may still hold (its name, coroutine-locals buffer, a joiner's
+    /// handle, an outcome nobody took) before it is kept for reuse.
+    pub(crate) fn release_resources(&mut self) {
+        self.name = None;
+        *self.locals.get_mut() = Vec::new();
+        *self.joiner.get_mut() = None;
+        *self.outcome.get_mut() = None;
+    }
+
     /// The task's body, until its coroutine takes it.
     ///
     /// # Safety
@@ -177,6 +241,13 @@ impl Task {
         }
     }
 
+    /// [`Task::unpark`] through an owned handle, which goes to the run queue as it is.
+    pub(crate) fn unpark_owned(self: Arc<Self>) {
+        if self.park.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            worker::schedule(self);
+        }
+    }
+
     /// Wakes a sleeping task early (for cancellation and shutdown).
     pub(crate) fn interrupt_sleep(self: &Arc<Self>) {
         if self.sleeping.swap(false, Ordering::AcqRel) {
@@ -198,7 +269,7 @@ impl Task {
         if self.join_state.swap(DONE, Ordering::AcqRel) == WAITING {
             // SAFETY: WAITING means the joiner wrote its unparker and no longer touches it.
             if let Some(joiner) = unsafe { (*self.joiner.get()).take() } {
-                joiner.unpark();
+                joiner.unpark_owned();
             }
         }
     }

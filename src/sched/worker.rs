@@ -42,6 +42,10 @@ pub(crate) struct WorkerShared {
     queued: AtomicUsize,
     eventfd: OwnedFd,
     epoll: OwnedFd,
+    /// Tasks spawned and ended by this worker's thread: plain stores by that thread only, so
+    /// counting what is alive costs no locked instruction per task.
+    spawned: AtomicUsize,
+    ended: AtomicUsize,
     /// What the timer thread watches.
     pub preempt: PreemptWatch,
     /// This worker's `Interrupt`s.
@@ -75,7 +79,9 @@ pub(crate) struct Shared {
     pub workers: Box<[WorkerShared]>,
     pub shutdown: AtomicBool,
     pub next_worker: AtomicUsize,
-    pub alive: AtomicUsize,
+    /// Tasks spawned from threads that are not this runtime's workers (the workers count
+    /// their own: see [`Shared::alive`]).
+    spawned_elsewhere: AtomicUsize,
     pub stack_size: usize,
     /// Whether the timer thread may signal workers (asynchronous preemption is available).
     pub preempt_async: bool,
@@ -94,12 +100,27 @@ impl Shared {
             workers: workers.into_boxed_slice(),
             shutdown: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
-            alive: AtomicUsize::new(0),
+            spawned_elsewhere: AtomicUsize::new(0),
             stack_size,
             preempt_async,
             timer_stop: AtomicBool::new(false),
             stats: crate::preempt::Counters::default(),
         })
+    }
+
+    /// How many tasks are alive: spawned and not yet ended. Exact once the workers stopped;
+    /// while they run, a snapshot that may be off by the tasks spawned or ended meanwhile.
+    pub(crate) fn alive(&self) -> usize {
+        // Ends first: a task's end happens after its spawn, so every end counted here has its
+        // spawn counted below.
+        let ended: usize = self.workers.iter().map(|w| w.ended.load(Ordering::Acquire)).sum();
+        let spawned: usize = self
+            .workers
+            .iter()
+            .map(|w| w.spawned.load(Ordering::Acquire))
+            .sum::<usize>()
+            + self.spawned_elsewhere.load(Ordering::Acquire);
+        spawned.saturating_sub(ended)
     }
 
     /// Wakes every worker (for shutdown).
@@ -141,6 +162,8 @@ impl WorkerShared {
             queued: AtomicUsize::new(0),
             eventfd,
             epoll,
+            spawned: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
             preempt: PreemptWatch::default(),
             interrupts: crate::interrupt::Registry::default(),
         })
@@ -222,6 +245,29 @@ pub(crate) fn current_runs_alone() -> bool {
     slots.len() - free.len() <= 1 && !local.has_work() && local.me().remote_len.load(Ordering::SeqCst) == 0
 }
 
+/// Counts a spawn on `rt`; `here` is the calling worker if it belongs to `rt`, which then
+/// counts it with a plain store to its own counter.
+pub(crate) fn count_spawn(here: Option<&Local>, rt: &Arc<Shared>) {
+    match here {
+        Some(l) => bump(&l.me().spawned),
+        None => {
+            rt.spawned_elsewhere.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Counts a task's end (always on a worker of its runtime: tasks end where they run).
+pub(crate) fn count_end(rt: &Arc<Shared>) {
+    let l = local().expect("a task ends on a worker");
+    debug_assert!(Arc::ptr_eq(&l.rt, rt));
+    bump(&l.me().ended);
+}
+
+/// Adds one to a counter only this thread writes: no locked instruction.
+fn bump(counter: &AtomicUsize) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release);
+}
+
 /// Makes a task runnable on the right worker.
 ///
 /// A woken task that has run here before takes the `next` slot (the one it displaces goes to
@@ -290,7 +336,13 @@ impl Local {
         LOCAL.with(|l| l.set(std::ptr::null()));
     }
 
-    fn me(&self) -> &WorkerShared {
+    /// Queues a task that has not run yet at the back of this worker's queue.
+    pub(crate) fn push_unstarted(&self, task: Arc<Task>) {
+        let _off = crate::preempt::RuntimeGuard::new();
+        self.queue().push_back(task);
+    }
+
+    pub(crate) fn me(&self) -> &WorkerShared {
         &self.rt.workers[self.index]
     }
 
@@ -374,23 +426,6 @@ impl Local {
     /// Runs a task until it suspends; returns whether it was preempted (it ran a whole slice,
     /// so timers and the remote queue are due a look).
     fn run_task(&self, task: Arc<Task>, new_slice: bool) -> bool {
-        if task.owner.load(Ordering::Relaxed) == UNSTARTED {
-            self.current.set(Arc::as_ptr(&task));
-            let made = super::api::start_coroutine(&task);
-            self.current.set(std::ptr::null());
-            let Some(co) = made else { return false };
-            // SAFETY: we dequeued the task, so we are the one worker that may run it.
-            unsafe { *task.coroutine() = Some(co) };
-            task.owner.store(self.index, Ordering::Release);
-            // SAFETY: registry is this thread's.
-            let (slots, free) = unsafe { &mut *self.registry.get() };
-            let slot = free.pop().unwrap_or_else(|| {
-                slots.push(None);
-                slots.len() - 1
-            });
-            slots[slot] = Some(task.clone());
-            task.slot.store(slot, Ordering::Relaxed);
-        }
         let watch = &self.me().preempt;
         if new_slice {
             watch
@@ -405,11 +440,31 @@ impl Local {
         }
         self.current.set(Arc::as_ptr(&task));
         watch.running.store(true, Ordering::Relaxed);
-        // SAFETY: we dequeued the task, so we are the one worker that may run it.
-        let co = unsafe { task.coroutine() };
-        let outcome = co.as_mut().expect("a queued task has a coroutine").resume(());
+        let outcome = if task.owner.load(Ordering::Relaxed) == UNSTARTED {
+            // The first run makes the coroutine and enters it in one go; the task is ours
+            // (owner, registry slot) from the moment it has a stack.
+            let started = super::api::start_coroutine(&task, || self.adopt(&task));
+            match started {
+                Some((co, outcome)) => {
+                    // SAFETY: we dequeued the task, so we are the one worker that may run it.
+                    unsafe { *task.coroutine() = Some(co) };
+                    outcome
+                }
+                None => {
+                    watch.running.store(false, Ordering::Relaxed);
+                    self.current.set(std::ptr::null());
+                    return false;
+                }
+            }
+        } else {
+            // SAFETY: we dequeued the task, so we are the one worker that may run it.
+            let co = unsafe { task.coroutine() };
+            co.as_mut().expect("a queued task has a coroutine").resume(())
+        };
         watch.running.store(false, Ordering::Relaxed);
         self.current.set(std::ptr::null());
+        // SAFETY: as above.
+        let co = unsafe { task.coroutine() };
         match outcome {
             CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
             CoroutineResult::Yield(Action::Preempted { signal, front }) => {
@@ -455,9 +510,25 @@ impl Local {
                 let slot = task.slot.load(Ordering::Relaxed);
                 slots[slot] = None;
                 free.push(slot);
+                // A detached task's record is kept for a later spawn.
+                super::recycle::give_back(task);
             }
         }
         false
+    }
+
+    /// Makes a task this worker's for good, as it first runs here: its owner, and a slot in
+    /// the registry of live tasks.
+    fn adopt(&self, task: &Arc<Task>) {
+        task.owner.store(self.index, Ordering::Release);
+        // SAFETY: registry is this thread's.
+        let (slots, free) = unsafe { &mut *self.registry.get() };
+        let slot = free.pop().unwrap_or_else(|| {
+            slots.push(None);
+            slots.len() - 1
+        });
+        slots[slot] = Some(task.clone());
+        task.slot.store(slot, Ordering::Relaxed);
     }
 
     fn take_remote(&self) {
@@ -554,6 +625,7 @@ impl Local {
 
     /// Sleeps in epoll until woken or the next timer is due.
     fn idle(&self) {
+        super::recycle::release_if_asked();
         let me = self.me();
         // Spin a few microseconds first: a wakeup from a busy worker usually comes within
         // that, and costs a cache miss instead of an eventfd write and a kernel wakeup (tens of

@@ -128,9 +128,11 @@ pub(crate) fn give(stack: Stack) {
 
 /// Returns to the kernel the memory that idle stacks hold beyond what their parked contexts
 /// use: those of this thread's pool and those waiting in the process-wide reserve. The stacks
-/// stay booted; the next coroutines on them fault their pages back in. Useful after a spike of
-/// coroutines.
+/// stay booted; the next coroutines on them fault their pages back in. Also frees the records
+/// of finished coroutines that workers keep for reuse (this thread's at once, every other
+/// worker's when it next goes idle). Useful after a spike of coroutines.
 pub fn release_idle_memory() {
+    crate::sched::recycle::release_all();
     with_pool(|pool| {
         for (_, stacks) in &pool.classes {
             stacks.iter().for_each(reserve::release_cold_pages);

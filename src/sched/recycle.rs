@@ -1,0 +1,150 @@
+//! Finished tasks kept for the next spawns, as Go keeps dead goroutines' records (`gfput` /
+//! `gfget`): a spawn then costs no `malloc`, and a storm of spawns reuses warm memory instead
+//! of faulting fresh pages in after the allocator trimmed its heap.
+//!
+//! Each worker thread keeps its own list, touched by that thread only, so taking and giving
+//! back are plain vector operations. A task is kept when the last reference to it goes away on
+//! a worker of its runtime: at `join`, or when a detached task ends. The lists hold at most
+//! [`CAP`] tasks per worker; [`crate::stack::release_idle_memory`] empties the caller's list and
+//! asks every worker to empty its own when it next goes idle.
+
+use super::task::{Body, Task};
+use super::worker::{self, Shared};
+use std::cell::UnsafeCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The most finished tasks a worker keeps (a few hundred bytes each).
+pub(crate) const CAP: usize = 1 << 17;
+
+/// Bumped by `release_idle_memory`: a worker whose list is older empties it.
+static RELEASE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+struct Cache {
+    tasks: Vec<Arc<Task>>,
+    epoch: u64,
+}
+
+thread_local! {
+    static CACHE: UnsafeCell<Cache> = const { UnsafeCell::new(Cache { tasks: Vec::new(), epoch: 0 }) };
+}
+
+/// Runs `f` on this thread's list, unless the thread is exiting.
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
+    // SAFETY: the list is this thread's, and `f` (code of this module only) never re-enters
+    // `with_cache`: dropping a task here drops no task of this list.
+    CACHE.try_with(|c| f(unsafe { &mut *c.get() })).ok()
+}
+
+/// A new task, on a kept record when this thread is a worker of `rt` and has one.
+/// `here` is the calling worker if it belongs to `rt`.
+pub(crate) fn new_task(
+    here: Option<&worker::Local>,
+    id: u64,
+    name: Option<Box<str>>,
+    rt: &Arc<Shared>,
+    stack_size: usize,
+    body: Body,
+) -> Arc<Task> {
+    if here.is_some()
+        && let Some(task) = with_cache(|c| c.tasks.pop()).flatten()
+    {
+        // SAFETY: only unique tasks are kept (see `give_back`), and nobody got a reference since.
+        unsafe { unique(&task) }.reuse(id, name, stack_size, body);
+        return task;
+    }
+    Arc::new(Task::new(id, name, rt.clone(), stack_size, body))
+}
+
+/// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,
+/// keeps the record for a later spawn.
+pub(crate) fn give_back(task: Arc<Task>) {
+    // A plain load first: the locked check in `get_mut` only when we look like the last holder.
+    if Arc::strong_count(&task) != 1 || !worker::local().is_some_and(|l| Arc::ptr_eq(&l.rt, &task.rt)) {
+        return;
+    }
+    // Pairs with the release decrements of the other holders, as `Arc`'s own drop does: their
+    // last uses happened before what follows.
+    std::sync::atomic::fence(Ordering::Acquire);
+    // SAFETY: we hold the only strong reference, and no `Weak<Task>` is ever made.
+    unsafe { unique(&task) }.release_resources();
+    with_cache(move |c| {
+        if c.tasks.len() < CAP {
+            c.tasks.push(task);
+        }
+    });
+}
+
+/// The task behind a reference known to be the only one: `Arc::get_mut` without its locked
+/// check of weak references, which tasks never have.
+///
+/// # Safety
+///
+/// `task` must be the only `Arc` to its task (no other strong reference, and no `Weak` ever
+/// made), and the returned borrow must end before the `Arc` is cloned or dropped.
+#[allow(clippy::mut_from_ref)]
+unsafe fn unique(task: &Arc<Task>) -> &mut Task {
+    debug_assert_eq!(Arc::strong_count(task), 1);
+    // SAFETY: per the contract, nothing else can reach the task while the borrow lives.
+    unsafe { &mut *Arc::as_ptr(task).cast_mut() }
+}
+
+/// Empties this thread's list, and asks every worker to empty its own when it next idles.
+pub(crate) fn release_all() {
+    RELEASE_EPOCH.fetch_add(1, Ordering::Relaxed);
+    release_if_asked();
+}
+
+/// Empties this thread's list if `release_all` was called since it last looked.
+pub(crate) fn release_if_asked() {
+    let epoch = RELEASE_EPOCH.load(Ordering::Relaxed);
+    let kept = with_cache(|c| {
+        if c.epoch == epoch {
+            return Vec::new();
+        }
+        c.epoch = epoch;
+        std::mem::take(&mut c.tasks)
+    });
+    drop(kept); // outside the borrow
+}
+
+/// How many finished tasks this thread keeps.
+#[cfg(test)]
+pub(crate) fn kept() -> usize {
+    with_cache(|c| c.tasks.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept;
+    use std::sync::Arc;
+
+    #[test]
+    fn joined_and_detached_tasks_are_kept_and_reused_fresh() {
+        let rt = crate::Runtime::builder().workers(1).preempt(None).build().unwrap();
+        rt.block_on(|| {
+            let before = kept();
+            // A cancelled task leaves a record full of state: cancelled, unwound, a name.
+            let h = crate::Builder::new().name("old").spawn(crate::park).unwrap();
+            crate::yield_now();
+            h.cancel();
+            let first = Arc::as_ptr(h.task());
+            let old_id = h.thread().id();
+            assert!(h.join().unwrap_err().is_cancelled());
+            assert_eq!(kept(), before + 1, "a joined task's record is kept");
+
+            let h = crate::spawn(|| crate::current().name().map(str::to_owned));
+            assert_eq!(Arc::as_ptr(h.task()), first, "the kept record is reused");
+            assert_eq!(kept(), before);
+            assert_ne!(h.thread().id(), old_id);
+            assert_eq!(h.join().unwrap(), None, "nothing of the old task shows through");
+
+            drop(crate::spawn(|| ()));
+            crate::yield_now();
+            // It took the record the second join gave back, and gives it back as it ends.
+            assert_eq!(kept(), before + 1, "a detached task's record is kept when it ends");
+            crate::stack::release_idle_memory();
+            assert_eq!(kept(), 0);
+        });
+    }
+}
