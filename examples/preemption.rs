@@ -1,12 +1,15 @@
 //! What preemption buys: CPU hogs beside an interactive coroutine, with preemption on and off.
 //!
-//! `cargo run --release --example preemption [-- --workers 2 --hogs 8 --slice-us 1000 --secs 2]`
+//! `cargo run --release --example preemption [-- --workers 2 --hogs 8 --slice-us 1000 --secs 2 --pairs 1]`
 //!
 //! The hogs spin in arithmetic loops that never call a function or yield; the interactive
 //! coroutine sleeps 1 ms in a loop and records how late each wake-up is. With preemption off, a
 //! hog that holds a worker never lets go, so the sleeper starves and the hogs' shares depend on
 //! which ran first. With it on, hogs are switched out by the timer thread's signal after about a
 //! slice, the sleeper wakes on time, and the hogs share the CPU evenly.
+//!
+//! On a noisy machine one on/off pair says little about throughput: `--pairs N` runs N pairs,
+//! alternating which of on and off goes first, and prints the median of each figure.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +20,7 @@ struct Args {
     hogs: usize,
     slice: Duration,
     secs: f64,
+    pairs: usize,
 }
 
 fn parse_args() -> Args {
@@ -25,6 +29,7 @@ fn parse_args() -> Args {
         hogs: 8,
         slice: Duration::from_millis(1),
         secs: 2.0,
+        pairs: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -34,6 +39,7 @@ fn parse_args() -> Args {
             "--hogs" => a.hogs = value.parse().expect("--hogs N"),
             "--slice-us" => a.slice = Duration::from_micros(value.parse().expect("--slice-us N")),
             "--secs" => a.secs = value.parse().expect("--secs S"),
+            "--pairs" => a.pairs = value.parse().ok().filter(|&n| n > 0).expect("--pairs N (at least 1)"),
             other => panic!("unknown option {other}; see the doc comment at the top of the example"),
         }
     }
@@ -94,8 +100,9 @@ fn run(args: &Args, preempt: Option<Duration>) -> Run {
             })
         })
         .collect();
+    // The run's end is fixed now: a sleeper that starves until the hogs stop records nothing.
+    let end = Instant::now() + Duration::from_secs_f64(secs);
     let sleeper = rt.spawn(move || {
-        let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut late = Vec::new();
         while Instant::now() < end {
             let t = Instant::now();
@@ -130,11 +137,38 @@ fn pct(v: &[u64], p: f64) -> String {
     format!("{:.2} ms", v[i] as f64 / 1000.0)
 }
 
-fn report(label: &str, r: &Run, secs: f64) {
+/// The summary figures of one run.
+struct Figures {
+    p50_ms: f64,
+    p99_ms: f64,
+    jain: f64,
+    min_max: f64,
+    total: u64,
+}
+
+fn figures(r: &Run) -> Figures {
     let total: u64 = r.work.iter().sum();
     let n = r.work.len() as f64;
     let jain = (total as f64).powi(2) / (n * r.work.iter().map(|&w| (w as f64).powi(2)).sum::<f64>()).max(1.0);
     let (min, max) = (*r.work.iter().min().unwrap_or(&0), *r.work.iter().max().unwrap_or(&0));
+    let at = |p: f64| {
+        let v = &r.lateness_us;
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+    };
+    Figures {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        jain,
+        min_max: min as f64 / max.max(1) as f64,
+        total,
+    }
+}
+
+fn report(label: &str, r: &Run, secs: f64) {
+    let f = figures(r);
     println!("{label}");
     println!(
         "  sleeper: {} wake-ups in {secs} s; lateness p50 {}, p99 {}, max {}",
@@ -146,19 +180,75 @@ fn report(label: &str, r: &Run, secs: f64) {
     let shares: Vec<String> = r
         .work
         .iter()
-        .map(|&w| format!("{:.1}%", 100.0 * w as f64 / total.max(1) as f64))
+        .map(|&w| format!("{:.1}%", 100.0 * w as f64 / f.total.max(1) as f64))
         .collect();
     println!("  hog shares: {}", shares.join(" "));
     println!(
-        "  fairness (Jain) {jain:.4}, min/max {:.3}, total work {:.1} M blocks/s",
-        min as f64 / max.max(1) as f64,
-        total as f64 / secs / 1e6
+        "  fairness (Jain) {:.4}, min/max {:.3}, total work {:.1} M blocks/s",
+        f.jain,
+        f.min_max,
+        f.total as f64 / secs / 1e6
     );
     println!(
-        "  preemptions: {} by signal, {} at safe points, {} deferred, {} signals sent",
-        r.stats.asynchronous, r.stats.at_safe_points, r.stats.deferred, r.stats.signals
+        "  preemptions: {} by signal, {} at safe points, {} deferred; signals: {} from the timer thread, {} from worker alarms",
+        r.stats.asynchronous, r.stats.at_safe_points, r.stats.deferred, r.stats.signals, r.stats.alarms
     );
     println!("  timer thread CPU: {:.1}% of a core", 100.0 * r.timer_cpu / secs);
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `--pairs N`: N on/off pairs, one line each, then the medians.
+fn pairs(args: &Args) {
+    println!(
+        "\n{} pairs of {} s runs, preemption on ({:?} slice) and off, alternating which goes first:",
+        args.pairs, args.secs, args.slice
+    );
+    println!("  pair  on/off  Jain    min/max  p50 ms  p99 ms  timer CPU  signals/s");
+    let mut rows = Vec::new();
+    for i in 0..args.pairs {
+        let (on, off) = if i % 2 == 0 {
+            let on = run(args, Some(args.slice));
+            (on, run(args, None))
+        } else {
+            let off = run(args, None);
+            (run(args, Some(args.slice)), off)
+        };
+        let (f, t_off) = (figures(&on), figures(&off).total);
+        let ratio = f.total as f64 / t_off.max(1) as f64;
+        let timer = 100.0 * on.timer_cpu / args.secs;
+        let signals = (on.stats.signals + on.stats.alarms) as f64 / args.secs;
+        println!(
+            "  {:4}  {ratio:6.3}  {:.4}  {:7.3}  {:6.2}  {:6.2}  {:8.1}%  {signals:9.0}",
+            i + 1,
+            f.jain,
+            f.min_max,
+            f.p50_ms,
+            f.p99_ms,
+            timer
+        );
+        rows.push((ratio, f, timer, signals));
+    }
+    type Row = (f64, Figures, f64, f64);
+    let col = |g: &dyn Fn(&Row) -> f64| median(rows.iter().map(g).collect());
+    println!(
+        "  median {:6.3}  {:.4}  {:7.3}  {:6.2}  {:6.2}  {:8.1}%  {:9.0}",
+        col(&|r| r.0),
+        col(&|r| r.1.jain),
+        col(&|r| r.1.min_max),
+        col(&|r| r.1.p50_ms),
+        col(&|r| r.1.p99_ms),
+        col(&|r| r.2),
+        col(&|r| r.3)
+    );
 }
 
 fn main() {
@@ -173,6 +263,10 @@ fn main() {
             Err(why) => format!("off ({why})"),
         }
     );
+    if args.pairs > 1 {
+        pairs(&args);
+        return;
+    }
     let on = run(&args, Some(args.slice));
     report(&format!("\npreemption on, {:?} slice:", args.slice), &on, args.secs);
     let off = run(&args, None);

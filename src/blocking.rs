@@ -120,7 +120,12 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    if current_task().is_none() || runs_alone() {
+    if current_task().is_none() {
+        return f();
+    }
+    if runs_alone() {
+        // Inline on the worker thread: its own alarm must not cut the closure's calls short.
+        worker::disarm_alarm();
         return f();
     }
     let mut slot: Option<std::thread::Result<T>> = None;

@@ -106,7 +106,11 @@ impl RuntimeBuilder {
             }
             None => false,
         };
-        let shared = Arc::new(Shared::new(workers, stack_size, preempt_async)?);
+        let shared = Arc::new(Shared::new(
+            workers,
+            stack_size,
+            self.preempt.filter(|_| preempt_async),
+        )?);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();

@@ -95,7 +95,8 @@ fn spinning_coroutines_share_a_worker() {
     for &c in &counts {
         assert!(
             c * 10 > total,
-            "one hog got less than a tenth of the worker: {counts:?}"
+            "one hog got less than a tenth of the worker: {counts:?}, {:?}",
+            rt.preemptions()
         );
     }
 }
@@ -267,4 +268,73 @@ fn a_bad_slice_is_refused() {
     });
     assert_eq!(h.join().unwrap(), sigcoro::PreemptStats::default());
     assert_eq!(rt.preemptions().signals, 0);
+}
+
+/// A coroutine preempted once is switched out by its worker's own alarm from then on, and a
+/// sleeper beside CPU-bound coroutines is woken by it too (the test bounds only the run).
+#[test]
+fn worker_alarms_end_slices_and_wake_sleepers_beside_spinners() {
+    let rt = rt(1, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let work: Arc<Vec<AtomicU64>> = Arc::new((0..2).map(|_| AtomicU64::new(0)).collect());
+    let dog = watchdog(stop.clone(), Duration::from_secs(20));
+    let hogs: Vec<_> = (0..2)
+        .map(|i| {
+            let (s, w) = (stop.clone(), work.clone());
+            rt.spawn(move || spin(&s, &w[i]))
+        })
+        .collect();
+    let sleeper = rt.spawn(|| {
+        for _ in 0..50 {
+            sigcoro::sleep(Duration::from_millis(1));
+        }
+        sigcoro::current().preemptions()
+    });
+    sleeper.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    assert!(!dog.join().unwrap(), "the watchdog had to stop the spinners");
+    let stats = rt.preemptions();
+    assert!(stats.alarms > 0, "no alarm went off: {stats:?}");
+    assert!(stats.asynchronous >= stats.alarms.min(50), "{stats:?}");
+    assert!(work.iter().all(|w| w.load(Ordering::Relaxed) > 0));
+}
+
+/// A coroutine that was preempted and then blocks its worker on purpose through `blocking`
+/// (run inline: it is alone) is not cut short by the worker's alarm: `poll` times out normally.
+#[test]
+fn inline_blocking_after_preemption_sees_no_eintr() {
+    let rt = rt(1, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let dog = watchdog(stop.clone(), Duration::from_secs(20));
+    let result = rt.block_on(move || {
+        let mut x = 1u64;
+        while sigcoro::current().preemptions().asynchronous < 3 && !stop.load(Ordering::Relaxed) {
+            for _ in 0..2048 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+        }
+        std::hint::black_box(x);
+        stop.store(true, Ordering::Relaxed);
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let polled = sigcoro::blocking(move || {
+            let mut pfd = libc::pollfd {
+                fd: fds[0],
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; nothing ever arrives, so this waits its 50 ms.
+            let n = unsafe { libc::poll(&mut pfd, 1, 50) };
+            (n, std::io::Error::last_os_error().raw_os_error())
+        });
+        for fd in fds {
+            // SAFETY: closing descriptors we own, once.
+            unsafe { libc::close(fd) };
+        }
+        polled
+    });
+    dog.join().unwrap();
+    assert_eq!(result.0, 0, "poll did not time out normally: errno {:?}", result.1);
 }

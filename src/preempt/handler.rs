@@ -1,5 +1,9 @@
 //! The preemption signal's handler: switch a coroutine out from inside the handler, where safe.
 //!
+//! The signal comes from the timer thread, or from the worker's own alarm (see
+//! [`super::alarm`]; `si_code == SI_TIMER`), which also means "the slice is over, and a timer
+//! may be due": the handler raises those flags itself.
+//!
 //! Installed process-wide without `SA_ONSTACK`, so it runs on the interrupted coroutine's own
 //! stack (which is why stacks keep `AT_MINSIGSTKSZ` of headroom) and the kernel's signal frame
 //! there holds the whole interrupted state. `SA_RESTART` restarts interrupted system calls, and
@@ -60,13 +64,29 @@ pub(crate) fn unblock() {
     }
 }
 
-extern "C" fn on_preempt(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     // SAFETY: errno is this thread's; we put back what the interrupted code had.
     let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: the kernel passes the interrupted context for SA_SIGINFO handlers.
-    unsafe { try_preempt(&*uctx.cast::<libc::ucontext_t>()) };
+    // SAFETY: the kernel passes the signal's info to SA_SIGINFO handlers.
+    if unsafe { !super::alarm::from_alarm(info) } || alarm_wants_preemption() {
+        // SAFETY: the kernel passes the interrupted context for SA_SIGINFO handlers.
+        unsafe { try_preempt(&*uctx.cast::<libc::ucontext_t>()) };
+    }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// The worker's own alarm went off: its slice is over or one of its timers is due. Raises the
+/// flags if that concerns the coroutine running now (a stale alarm finds the worker between
+/// coroutines, and a slice that lost CPU time to other threads goes on).
+fn alarm_wants_preemption() -> bool {
+    let Some(local) = worker::local() else { return false };
+    if local.current.get().is_null() || !local.alarm_fired() {
+        return false;
+    }
+    local.rt.stats.alarms.fetch_add(1, Ordering::Relaxed);
+    super::INTERRUPT.with(|f| f.fetch_or(super::DEADLINE | super::PREEMPT, Ordering::Relaxed));
+    true
 }
 
 /// Preempts the running coroutine if the interrupted point is safe.

@@ -33,9 +33,11 @@
 //! this crate's own `.cargo/config.toml` does) and a symbol table; without them it is off and
 //! only safe points preempt ([`async_preemption`] says why).
 
+pub(crate) mod alarm;
 pub(crate) mod handler;
 pub(crate) mod ranges;
 pub(crate) mod timer;
+pub(crate) mod watch;
 
 use crate::sched::park::current_task;
 use crate::sched::task::Task;
@@ -292,6 +294,9 @@ pub struct PreemptStats {
     pub deferred: u64,
     /// Signals the timer thread sent (runtime totals only).
     pub signals: u64,
+    /// Signals the workers' own alarms delivered: the end of a slice of a coroutine that was
+    /// preempted before, or a timer due while one runs (runtime totals only).
+    pub alarms: u64,
 }
 
 /// Counters behind [`PreemptStats`].
@@ -301,6 +306,7 @@ pub(crate) struct Counters {
     pub at_safe_points: std::sync::atomic::AtomicU64,
     pub deferred: std::sync::atomic::AtomicU64,
     pub signals: std::sync::atomic::AtomicU64,
+    pub alarms: std::sync::atomic::AtomicU64,
 }
 
 impl Counters {
@@ -315,6 +321,7 @@ impl Counters {
             at_safe_points: self.at_safe_points.load(Ordering::Relaxed),
             deferred: self.deferred.load(Ordering::Relaxed),
             signals: self.signals.load(Ordering::Relaxed),
+            alarms: self.alarms.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,19 +1,38 @@
 //! The timer thread: one per runtime with preemption on, watching every worker (like Go's
-//! sysmon).
+//! sysmon), asleep until the next thing that can be due.
 //!
-//! It never reads a clock on a worker's behalf. Each worker counts the slices it starts
-//! (`slice_seq`, a plain store per new slice); the timer thread samples the counts every
-//! `slice / 4`. A worker whose count has not moved for a whole slice, while running a coroutine,
-//! gets its interrupt flag raised; one sample later, if the flag is still up, a signal. So a
-//! coroutine runs between 1 and 1.25 slices before a safe point takes it, and at most 1.5 slices
-//! before the signal does. When every worker is idle, the thread samples less and less often,
-//! down to every 10 ms.
+//! # What it does to a worker
 //!
-//! Workers also publish their earliest timer. A worker still running a coroutine when its timer
-//! is due is interrupted at once (flag and signal), so a sleeper does not wait for a CPU-bound
-//! neighbour's slice to end: wake-up latency is the timer thread's own, tens of microseconds.
+//! A coroutine that has run a whole slice gets its worker's interrupt flag raised (an atomic
+//! OR, no system call): the next safe point switches it out. If it still runs the same slice a
+//! grace period (half a slice) later, and the worker thread was on a CPU for at least an eighth
+//! of that grace period (it is computing, not blocked in a system call that a signal would cut
+//! short with EINTR), the thread gets the preemption signal; if the handler had to defer, it is
+//! signalled again a grace period later. A CPU-bound coroutine thus runs about a slice and a
+//! half.
+//!
+//! From then on the worker's own alarm (see [`super::alarm`]) ends that coroutine's slices:
+//! the timer thread only checks, a few slices after the alarm, that the slice did end, and
+//! takes over (flag, grace, signal) if it did not.
+//!
+//! A worker still running a coroutine when one of its timers is due is interrupted at once
+//! (flag and signal; its alarm does this itself when it covers the timer), so a sleeper does
+//! not wait for a CPU-bound neighbour's slice. The interrupted coroutine goes on right after the
+//! coroutines the timer woke, within its slice; if more than half of its slice has gone, its
+//! slice ends there instead.
+//!
+//! # When it wakes
+//!
+//! At the earliest of: a slice's end, a grace period's end, a running worker's timer, and one
+//! look per slice and a half at each running worker whose slice no alarm covers. It knows when
+//! a slice began if the worker stamped it (a worker stamps the slice that follows a preemption,
+//! which is where CPU-bound coroutines live); otherwise it counts the slice from when it first
+//! saw it, so a slice may run up to one more slice and a half before it is flagged. Events due
+//! within a sixteenth of a slice are handled together (timers excepted: those are handled once
+//! due). With no coroutine running anywhere it looks less and less often, down to every 10 ms.
 
 use super::handler::preempt_signal;
+use super::watch::PreemptWatch;
 use super::{DEADLINE, PREEMPT};
 use crate::sched::worker::Shared;
 use std::sync::Arc;
@@ -28,20 +47,51 @@ pub(crate) fn nanos(t: Instant) -> u64 {
     t.saturating_duration_since(origin).as_nanos().max(1) as u64
 }
 
-/// The longest the timer thread sleeps while every worker idles.
-const IDLE_SAMPLE: Duration = Duration::from_millis(10);
+/// How long a slice's coroutine has to take the flag at a safe point before it is signalled.
+fn grace(slice: u64) -> u64 {
+    slice / 2
+}
 
-/// What the timer thread knows of one worker between samples.
+/// Slice plus grace: how long a coroutine that never reaches a safe point runs per slice.
+pub(crate) fn slice_and_grace(slice: Duration) -> Duration {
+    let ns = slice.as_nanos() as u64;
+    Duration::from_nanos(ns + grace(ns))
+}
+
+/// How long after a worker's alarm was due the timer thread checks that the slice did end (it
+/// may not, if the signal came while the coroutine was in libc), in slices.
+const ALARM_CHECK_SLICES: u64 = 4;
+
+/// The longest the timer thread sleeps while every worker idles.
+const IDLE_LOOK: u64 = 10_000_000;
+
+/// What the timer thread knows of one worker.
 #[derive(Default)]
 struct Watch {
-    seq: u64,
-    samples: u32,
-    flagged: bool,
-    /// The last timer deadline we interrupted the worker for (it is not interrupted twice for
-    /// one deadline; the next sample handles a deferral).
+    /// The slice seen last (`None` while the worker runs nothing) and when it began: stamped by
+    /// the worker, or when this thread first saw it.
+    slice: Option<(u64, u64)>,
+    /// When the flag was raised for this slice, and when it was last signalled.
+    flagged_at: Option<u64>,
+    signalled_at: Option<u64>,
+    /// The wall time and the worker thread's CPU time when the flag went up or a signal was
+    /// last tried: the busy check's window starts there.
+    cpu_mark: Option<(u64, u64)>,
+    /// The last timer deadline we interrupted the worker for (never twice for one deadline).
     handled_deadline: u64,
-    /// When the flag was raised, and the worker thread's CPU time then (ns).
-    flagged_at: Option<(Instant, u64)>,
+}
+
+/// The timer thread's view of time for one look, and the runtime's settings.
+struct Look<'a> {
+    rt: &'a Shared,
+    pid: libc::pid_t,
+    now: u64,
+    slice: u64,
+    grace: u64,
+    /// How early an event may be handled when the thread is awake anyway.
+    tolerance: u64,
+    /// The longest a running worker goes without a look.
+    look: u64,
 }
 
 /// Runs until the runtime shuts down.
@@ -54,102 +104,164 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10);
     }
-    let sample = (slice / 2).max(Duration::from_micros(20));
-    let samples_per_slice = (slice.as_nanos() / sample.as_nanos()).max(1) as u32;
+    let slice = slice.as_nanos() as u64;
     let mut watch: Vec<Watch> = rt.workers.iter().map(|_| Watch::default()).collect();
-    let mut period = sample;
-    let mut next_sample = Instant::now() + period;
+    let mut idle_period = slice;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     while !rt.timer_stop.load(Ordering::Acquire) {
-        // Sleep until the next sample, or until a running worker's timer is due.
-        let due = rt
-            .workers
-            .iter()
-            .zip(&watch)
-            .filter(|(w, _)| w.preempt.running.load(Ordering::Relaxed))
-            .map(|(w, watch)| (w.preempt.deadline.load(Ordering::Relaxed), watch.handled_deadline))
-            .filter(|&(d, handled)| d != 0 && d != handled)
-            .map(|(d, _)| d)
-            .min();
-        let now = Instant::now();
-        let wake = match due {
-            Some(d) => next_sample.min(now + Duration::from_nanos(d.saturating_sub(nanos(now)))),
-            None => next_sample,
+        let look = Look {
+            rt: &rt,
+            pid,
+            now: nanos(Instant::now()),
+            slice,
+            grace: grace(slice),
+            tolerance: slice / 16,
+            look: slice + grace(slice),
         };
-        if wake > now {
-            std::thread::sleep(wake - now);
-        }
-        let now = Instant::now();
-        let sampling = now >= next_sample;
-        let now_ns = nanos(now);
-        let mut any_running = false;
+        let mut wake = u64::MAX;
         for (w, watch) in rt.workers.iter().zip(watch.iter_mut()) {
-            let seq = w.preempt.slice_seq.load(Ordering::Relaxed);
-            let running = w.preempt.running.load(Ordering::Relaxed);
-            any_running |= running;
-            let deadline = w.preempt.deadline.load(Ordering::Relaxed);
-            let timer_due = running && deadline != 0 && deadline <= now_ns && deadline != watch.handled_deadline;
-            if timer_due {
-                watch.handled_deadline = deadline;
-            } else if !sampling {
-                continue;
-            }
-            if !running || (sampling && seq != watch.seq) {
-                (watch.seq, watch.samples, watch.flagged) = (seq, 0, false);
-                if !timer_due {
-                    continue;
-                }
-            } else if sampling {
-                watch.samples += 1;
-            }
-            let flag = w.preempt.flag.load(Ordering::Acquire);
-            if flag.is_null() || (watch.samples < samples_per_slice && !timer_due) {
-                continue;
-            }
-            // SAFETY: a worker publishes its thread-local flag's address while it runs, and
-            // the runtime stops this thread before its workers exit.
-            let flag = unsafe { &*flag };
-            let cpu_clock = w.preempt.cpu_clock.load(Ordering::Relaxed);
-            if timer_due {
-                // Make way for the coroutines the timer wakes: at once, by signal if need be.
-                flag.fetch_or(DEADLINE, Ordering::Release);
-            } else if !watch.flagged {
-                flag.fetch_or(PREEMPT, Ordering::Release);
-                watch.flagged = true;
-                watch.flagged_at = Some((now, thread_cpu_ns(cpu_clock)));
-                continue; // a grace period for a safe point to take it
-            }
-            if flag.load(Ordering::Acquire) & (PREEMPT | DEADLINE) != 0 && rt.preempt_async {
-                let tid = w.preempt.tid.load(Ordering::Relaxed);
-                let busy = match watch.flagged_at {
-                    Some((at, cpu)) if !timer_due => {
-                        burning_cpu(now - at, thread_cpu_ns(cpu_clock).saturating_sub(cpu))
-                    }
-                    _ => true,
-                };
-                // Restart the measure: the next signal needs another busy grace period.
-                watch.flagged_at = Some((now, thread_cpu_ns(cpu_clock)));
-                if tid != 0 && busy {
-                    rt.stats.signals.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: tgkill to a thread of our own process.
-                    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, preempt_signal()) };
-                }
+            if let Some(at) = look.worker(&w.preempt, watch) {
+                wake = wake.min(at);
             }
         }
-        if sampling {
-            period = if any_running {
-                sample
-            } else {
-                (period * 2).min(IDLE_SAMPLE)
-            };
-            next_sample = now + period;
+        let now = nanos(Instant::now());
+        let pause = if wake == u64::MAX {
+            idle_period = (idle_period * 2).min(IDLE_LOOK);
+            idle_period
+        } else {
+            idle_period = slice;
+            wake.saturating_sub(now)
+        };
+        if pause > 0 {
+            std::thread::sleep(Duration::from_nanos(pause));
         }
     }
 }
 
+impl Look<'_> {
+    /// Looks at one worker: interrupts it if something is due, and says when it next needs a
+    /// look (`None`: it runs nothing).
+    fn worker(&self, w: &PreemptWatch, watch: &mut Watch) -> Option<u64> {
+        let now = self.now;
+        if !w.running.load(Ordering::Relaxed) {
+            (watch.slice, watch.flagged_at, watch.signalled_at, watch.cpu_mark) = (None, None, None, None);
+            return None;
+        }
+        let (seq, stamp) = w.slice();
+        if watch.slice.map(|(s, _)| s) != Some(seq) {
+            watch.slice = Some((seq, stamp.unwrap_or(now).min(now)));
+            (watch.flagged_at, watch.signalled_at) = (None, None);
+        }
+        let start = watch.slice.map_or(now, |(_, start)| start);
+        let mut next = now + self.look;
+
+        let alarm = w.alarm.load(Ordering::Relaxed);
+        let deadline = w.deadline.load(Ordering::Relaxed);
+        if deadline != 0 && deadline != watch.handled_deadline && deadline != alarm {
+            // No tolerance here: a worker interrupted before its timer is due would find
+            // nothing to wake.
+            if deadline <= now {
+                // Make way for the coroutines the timer wakes, at once; end the slice too if
+                // most of it has gone.
+                watch.handled_deadline = deadline;
+                let ends_slice = now - start >= self.slice / 2;
+                self.interrupt(w, if ends_slice { DEADLINE | PREEMPT } else { DEADLINE });
+                self.signal(w);
+                if ends_slice {
+                    (watch.flagged_at, watch.signalled_at) = (Some(now), Some(now));
+                }
+                return Some(next);
+            }
+            next = next.min(deadline);
+        }
+
+        if w.alarm_seq.load(Ordering::Acquire) == seq && watch.flagged_at.is_none() {
+            // The worker's alarm ends this slice: only check, much later, that it did.
+            let check = alarm + ALARM_CHECK_SLICES * self.slice;
+            if check > now {
+                // (No periodic look either; a timer the alarm does not cover still counts.)
+                return Some(check.min(deadline_wake(deadline, alarm, now).unwrap_or(u64::MAX)));
+            }
+            // Still the same slice long after: take over (the alarm's signal was deferred, or
+            // the thread hardly ran and the alarm left it to us).
+            self.flag(w, watch);
+            return Some(next.min(now + self.grace));
+        }
+        let due = match (watch.flagged_at, watch.signalled_at) {
+            (None, _) => start + self.slice,
+            (Some(flagged), None) => flagged + self.grace,
+            // Signalled, and still the same slice: the handler deferred (the coroutine was in a
+            // no-preempt region or in libc). The flag stays up for the next safe point; signal
+            // again a grace period later.
+            (Some(_), Some(signalled)) => signalled + self.grace,
+        };
+        if due > now + self.tolerance {
+            return Some(next.min(due));
+        }
+        if watch.flagged_at.is_none() {
+            self.flag(w, watch);
+        } else {
+            self.signal_if_busy(w, watch);
+        }
+        Some(next.min(now + self.grace))
+    }
+
+    /// Raises the preemption flag for the running slice, and notes the worker thread's CPU
+    /// time: the grace period that starts now is the window the busy check looks at.
+    fn flag(&self, w: &PreemptWatch, watch: &mut Watch) {
+        self.interrupt(w, PREEMPT);
+        watch.flagged_at = Some(self.now);
+        watch.cpu_mark = Some((self.now, thread_cpu_ns(w)));
+    }
+
+    /// Raises interrupt flags on a worker.
+    fn interrupt(&self, w: &PreemptWatch, bits: u8) {
+        let flag = w.flag.load(Ordering::Acquire);
+        if !flag.is_null() {
+            // SAFETY: a worker publishes its thread-local flag's address while it runs, and the
+            // runtime stops this thread before its workers exit.
+            unsafe { (*flag).fetch_or(bits, Ordering::Release) };
+        }
+    }
+
+    /// Signals a worker whose slice ran out, if its thread has been on a CPU for at least an
+    /// eighth of the time since the flag (or the last try): it is computing, not blocked in a
+    /// system call that the signal would cut short. Records the try either way.
+    fn signal_if_busy(&self, w: &PreemptWatch, watch: &mut Watch) {
+        let (now, cpu) = (self.now, thread_cpu_ns(w));
+        let busy = watch
+            .cpu_mark
+            .is_none_or(|(at, before)| burning_cpu(now - at, cpu.saturating_sub(before)));
+        watch.cpu_mark = Some((now, cpu));
+        watch.signalled_at = Some(now);
+        if busy {
+            self.signal(w);
+        }
+    }
+
+    /// Sends the preemption signal to a worker thread whose interrupt flags are up.
+    fn signal(&self, w: &PreemptWatch) {
+        let flag = w.flag.load(Ordering::Acquire);
+        // SAFETY: as in `interrupt`.
+        let pending = !flag.is_null() && unsafe { (*flag).load(Ordering::Acquire) } & (PREEMPT | DEADLINE) != 0;
+        let tid = w.tid.load(Ordering::Relaxed);
+        if pending && tid != 0 && self.rt.preempt_async {
+            self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: tgkill to a thread of our own process.
+            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, preempt_signal()) };
+        }
+    }
+}
+
+/// When the timer thread must wake for a worker's timer (not when its alarm covers it).
+fn deadline_wake(deadline: u64, alarm: u64, now: u64) -> Option<u64> {
+    (deadline != 0 && deadline != alarm && deadline > now).then_some(deadline)
+}
+
 /// A worker thread's CPU time in nanoseconds (0 if it cannot be read).
-fn thread_cpu_ns(clock: libc::clockid_t) -> u64 {
+fn thread_cpu_ns(w: &PreemptWatch) -> u64 {
+    let clock = w.cpu_clock.load(Ordering::Relaxed);
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: reading a clock into a local.
     if clock == 0 || unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
@@ -158,9 +270,10 @@ fn thread_cpu_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Whether a worker used nearly all of `wall` on a CPU: it is computing, not asleep in a system
-/// call, where a signal could make the call fail with EINTR. (A thread can still enter a call
-/// just as the signal comes; `SA_RESTART` covers the calls that restart, see the module docs.)
-fn burning_cpu(wall: Duration, cpu_ns: u64) -> bool {
-    cpu_ns as u128 * 10 >= wall.as_nanos() * 9
+/// Whether a worker ran on a CPU for at least an eighth of `wall`: it is computing (perhaps
+/// sharing its CPU with other threads), not asleep in a system call, where a signal could make
+/// the call fail with EINTR. (A thread can still enter a call just as the signal comes;
+/// `SA_RESTART` covers the calls that restart, see the README.)
+fn burning_cpu(wall: u64, cpu_ns: u64) -> bool {
+    cpu_ns * 8 >= wall
 }

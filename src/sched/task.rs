@@ -87,6 +87,9 @@ pub(crate) struct Task {
     pub preempt_off: AtomicU32,
     /// Set while the coroutine is switched out from inside the preemption handler.
     pub in_handler: AtomicBool,
+    /// Whether it last switched out by preemption (running worker only): it is likely to run
+    /// until interrupted again, so its worker arms its alarm before resuming it.
+    pub preempted: Cell<bool>,
     /// Frame pointer of the runtime's frame that calls user code: where the handler's stack
     /// walk ends.
     pub user_base: AtomicUsize,
@@ -136,6 +139,7 @@ impl Task {
             joiner: UnsafeCell::new(None),
             preempt_off: AtomicU32::new(1),
             in_handler: AtomicBool::new(false),
+            preempted: Cell::new(false),
             user_base: AtomicUsize::new(0),
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
@@ -165,6 +169,7 @@ impl Task {
             yielder,
             preempt_off,
             in_handler,
+            preempted,
             user_base,
             stack_lo,
             stack_hi,
@@ -189,6 +194,7 @@ impl Task {
         yielder.set(std::ptr::null());
         *preempt_off.get_mut() = 1;
         *in_handler.get_mut() = false;
+        preempted.set(false);
         *user_base.get_mut() = 0;
         *stack_lo.get_mut() = 0;
         *stack_hi.get_mut() = 0;

@@ -18,9 +18,9 @@ use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many tasks a worker runs between looks at its remote queue, timers and steal requests.
 const BATCH: usize = 64;
@@ -47,31 +47,9 @@ pub(crate) struct WorkerShared {
     spawned: AtomicUsize,
     ended: AtomicUsize,
     /// What the timer thread watches.
-    pub preempt: PreemptWatch,
+    pub preempt: crate::preempt::watch::PreemptWatch,
     /// This worker's `Interrupt`s.
     pub interrupts: crate::interrupt::Registry,
-}
-
-/// A worker's state as the preemption timer thread samples it.
-#[derive(Default)]
-pub(crate) struct PreemptWatch {
-    /// The worker thread's id, for tgkill.
-    pub tid: AtomicI32,
-    /// The worker thread's CPU-time clock.
-    pub cpu_clock: AtomicI32,
-    /// Slices started: bumped whenever a task runs from the back of the queue (a task woken
-    /// into the `next` slot inherits the slice, so a ping-pong pair cannot hog the worker).
-    pub slice_seq: AtomicU64,
-    /// Whether a coroutine is running now.
-    pub running: AtomicBool,
-    /// The worker's thread-local interrupt flags (null once the worker has exited).
-    pub flag: AtomicPtr<AtomicU8>,
-    /// Threads (or signal handlers) dereferencing `flag` right now; an exiting worker clears
-    /// `flag` and waits for this to reach 0 before its thread-locals go away.
-    pub flag_users: AtomicUsize,
-    /// The worker's earliest timer, in [`crate::preempt::timer::nanos`] (0: none). A coroutine
-    /// still running when it is due is preempted at once, so the timer fires on time.
-    pub deadline: AtomicU64,
 }
 
 /// The runtime's state shared by its workers, its handles and its tasks.
@@ -85,6 +63,9 @@ pub(crate) struct Shared {
     pub stack_size: usize,
     /// Whether the timer thread may signal workers (asynchronous preemption is available).
     pub preempt_async: bool,
+    /// How long after its start a slice of a coroutine that ignores the preemption flag is
+    /// signalled (slice + grace, ns); 0 when there is no asynchronous preemption.
+    pub slice_alarm_ns: u64,
     /// Tells the timer thread to stop (before the workers are).
     pub timer_stop: AtomicBool,
     /// Runtime-wide preemption counts.
@@ -92,7 +73,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize, stack_size: usize, preempt_async: bool) -> io::Result<Shared> {
+    /// `preempt` is the slice when asynchronous preemption is on.
+    pub(crate) fn new(workers: usize, stack_size: usize, preempt: Option<Duration>) -> io::Result<Shared> {
         let workers = (0..workers)
             .map(|_| WorkerShared::new())
             .collect::<io::Result<Vec<_>>>()?;
@@ -102,7 +84,10 @@ impl Shared {
             next_worker: AtomicUsize::new(0),
             spawned_elsewhere: AtomicUsize::new(0),
             stack_size,
-            preempt_async,
+            preempt_async: preempt.is_some(),
+            slice_alarm_ns: preempt.map_or(0, |slice| {
+                crate::preempt::timer::slice_and_grace(slice).as_nanos() as u64
+            }),
             timer_stop: AtomicBool::new(false),
             stats: crate::preempt::Counters::default(),
         })
@@ -164,7 +149,7 @@ impl WorkerShared {
             epoll,
             spawned: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
-            preempt: PreemptWatch::default(),
+            preempt: Default::default(),
             interrupts: crate::interrupt::Registry::default(),
         })
     }
@@ -213,6 +198,11 @@ pub(crate) struct Local {
     made_way: UnsafeCell<Option<Arc<Task>>>,
     /// Whether timers are firing now (their wake-ups go to `timer_woken`).
     firing: Cell<bool>,
+    /// Whether the last switch out was a preemption: the next slice is stamped with its start
+    /// time for the timer thread.
+    after_preemption: Cell<bool>,
+    /// When the running slice began, if it was stamped.
+    slice_start: Cell<Option<u64>>,
     /// Live tasks that have run here, by slot; the free slots.
     registry: UnsafeCell<Registry>,
     timers: UnsafeCell<Timers>,
@@ -220,6 +210,8 @@ pub(crate) struct Local {
     pub current: Cell<*const Task>,
     /// File descriptors this worker's coroutines wait on.
     pub io: Reactor,
+    /// Interrupts a CPU-bound coroutine when one of our timers is due (with preemption on).
+    alarm: Option<crate::preempt::alarm::Alarm>,
 }
 
 thread_local! {
@@ -268,6 +260,17 @@ fn bump(counter: &AtomicUsize) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release);
 }
 
+/// Clears the calling worker's alarm (see [`crate::preempt::alarm`]), so that a system call
+/// made on purpose on the worker thread is not interrupted by it.
+pub(crate) fn disarm_alarm() {
+    let _off = crate::preempt::RuntimeGuard::new();
+    if let Some(l) = local()
+        && let Some(alarm) = &l.alarm
+    {
+        alarm.disarm(&l.me().preempt);
+    }
+}
+
 /// Makes a task runnable on the right worker.
 ///
 /// A woken task that has run here before takes the `next` slot (the one it displaces goes to
@@ -303,6 +306,9 @@ impl Local {
     /// Runs one worker until shutdown, then unwinds what it still owns.
     pub(crate) fn run(index: usize, rt: Arc<Shared>) {
         let io = Reactor::new(rt.workers[index].epoll.as_raw_fd());
+        let alarm = (rt.slice_alarm_ns != 0)
+            .then(|| crate::preempt::alarm::Alarm::for_this_thread(rt.slice_alarm_ns))
+            .flatten();
         let local = Local {
             index,
             rt,
@@ -311,10 +317,13 @@ impl Local {
             timer_woken: UnsafeCell::new(VecDeque::new()),
             made_way: UnsafeCell::new(None),
             firing: Cell::new(false),
+            after_preemption: Cell::new(false),
+            slice_start: Cell::new(None),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),
             current: Cell::new(std::ptr::null()),
             io,
+            alarm,
         };
         LOCAL.with(|l| l.set(&local));
         let watch = &local.rt.workers[index].preempt;
@@ -334,6 +343,11 @@ impl Local {
             std::hint::spin_loop();
         }
         LOCAL.with(|l| l.set(std::ptr::null()));
+    }
+
+    /// From the preemption handler: this worker's alarm went off; whether to preempt.
+    pub(crate) fn alarm_fired(&self) -> bool {
+        self.alarm.as_ref().is_none_or(|a| a.fired())
     }
 
     /// Queues a task that has not run yet at the back of this worker's queue.
@@ -427,10 +441,15 @@ impl Local {
     /// so timers and the remote queue are due a look).
     fn run_task(&self, task: Arc<Task>, new_slice: bool) -> bool {
         let watch = &self.me().preempt;
+        // A coroutine preempted last time is likely to run until interrupted again: its slice is
+        // stamped, and the worker's alarm covers its end (and our timers).
+        let hog = task.preempted.get();
         if new_slice {
-            watch
-                .slice_seq
-                .store(watch.slice_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let stamped = watch.start_slice(self.after_preemption.replace(false) || hog);
+            self.slice_start.set(stamped);
+            if !hog && let Some(alarm) = &self.alarm {
+                alarm.release(watch);
+            }
             // A locked read-modify-write only when the bit is set: this runs at every handoff.
             crate::preempt::INTERRUPT.with(|f| {
                 if f.load(Ordering::Relaxed) & crate::preempt::PREEMPT != 0 {
@@ -457,10 +476,17 @@ impl Local {
                 }
             }
         } else {
+            if hog && let Some(alarm) = &self.alarm {
+                let slice_end = self.slice_start.get().map(|start| start + self.rt.slice_alarm_ns);
+                let timer = self.timers().next_deadline().map(crate::preempt::timer::nanos);
+                alarm.cover(watch, watch.slice_seq.load(Ordering::Relaxed), slice_end, timer);
+            }
             // SAFETY: we dequeued the task, so we are the one worker that may run it.
             let co = unsafe { task.coroutine() };
             co.as_mut().expect("a queued task has a coroutine").resume(())
         };
+        task.preempted
+            .set(matches!(outcome, CoroutineResult::Yield(Action::Preempted { .. })));
         watch.running.store(false, Ordering::Relaxed);
         self.current.set(std::ptr::null());
         // SAFETY: as above.
@@ -468,6 +494,7 @@ impl Local {
         match outcome {
             CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
             CoroutineResult::Yield(Action::Preempted { signal, front }) => {
+                self.after_preemption.set(true);
                 if signal {
                     crate::preempt::handler::unblock();
                 }
@@ -542,15 +569,15 @@ impl Local {
     }
 
     fn fire_timers(&self) {
-        if self.timers().is_empty() {
-            return;
-        }
-        let now = Instant::now();
         crate::preempt::INTERRUPT.with(|f| {
             if f.load(Ordering::Relaxed) & crate::preempt::DEADLINE != 0 {
                 f.fetch_and(!crate::preempt::DEADLINE, Ordering::Relaxed);
             }
         });
+        if self.timers().is_empty() {
+            return;
+        }
+        let now = Instant::now();
         self.firing.set(true);
         while let Some((seq, kind, task)) = self.timers().pop_expired(now) {
             if task.wait_seq.load(Ordering::Relaxed) != seq {
