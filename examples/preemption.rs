@@ -10,6 +10,12 @@
 //!
 //! On a noisy machine one on/off pair says little about throughput: `--pairs N` runs N pairs,
 //! alternating which of on and off goes first, and prints the median of each figure.
+//!
+//! `--floor` measures what the machine itself charges for the interrupts preemption needs, with
+//! no runtime at all: plain threads (one per worker) spin in the same loop, with and without a
+//! kernel timer that signals each of them (an empty handler) every slice and a half, the rate
+//! at which a runtime preempts CPU-bound coroutines. On a virtual machine each timer interrupt
+//! can cost tens of microseconds; no preemption design can do better than this ratio.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +27,7 @@ struct Args {
     slice: Duration,
     secs: f64,
     pairs: usize,
+    floor: bool,
 }
 
 fn parse_args() -> Args {
@@ -30,11 +37,16 @@ fn parse_args() -> Args {
         slice: Duration::from_millis(1),
         secs: 2.0,
         pairs: 1,
+        floor: false,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or("");
-        match pair[0].as_str() {
+    let mut argv = std::env::args().skip(1);
+    while let Some(flag) = argv.next() {
+        if flag == "--floor" {
+            a.floor = true;
+            continue;
+        }
+        let value = argv.next().unwrap_or_default();
+        match flag.as_str() {
             "--workers" => a.workers = value.parse().expect("--workers N"),
             "--hogs" => a.hogs = value.parse().expect("--hogs N"),
             "--slice-us" => a.slice = Duration::from_micros(value.parse().expect("--slice-us N")),
@@ -251,6 +263,86 @@ fn pairs(args: &Args) {
     );
 }
 
+/// `--floor`: plain threads spinning, with and without a kernel timer signal every slice and a
+/// half; prints the throughput ratio of each pair and the median.
+fn floor(args: &Args) {
+    let period = args.slice + args.slice / 2;
+    println!(
+        "\nfloor: {} plain threads spinning, with and without a kernel timer signal every {period:?} each ({} pairs of {} s):",
+        args.workers, args.pairs, args.secs
+    );
+    extern "C" fn empty(_: libc::c_int) {}
+    // SAFETY: an empty handler for a real-time signal nothing else in this program uses.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = empty as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGRTMIN(), &action, std::ptr::null_mut());
+    }
+    let ratios: Vec<f64> = (0..args.pairs)
+        .map(|i| {
+            let (with, without) = if i % 2 == 0 {
+                (spin_threads(args, Some(period)), spin_threads(args, None))
+            } else {
+                let without = spin_threads(args, None);
+                (spin_threads(args, Some(period)), without)
+            };
+            let ratio = with as f64 / without.max(1) as f64;
+            println!("  pair {:2}: with / without signals {ratio:.3}", i + 1);
+            ratio
+        })
+        .collect();
+    println!("  median {:.3}", median(ratios));
+}
+
+/// Total blocks of work `args.workers` plain threads do in `args.secs`, each signalled by its
+/// own kernel timer every `period` if given.
+fn spin_threads(args: &Args, period: Option<Duration>) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..args.workers)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // SAFETY: a timer for this thread (SIGEV_THREAD_ID), set periodic, deleted below.
+                let timer = period.map(|p| unsafe {
+                    let mut ev: libc::sigevent = std::mem::zeroed();
+                    ev.sigev_notify = libc::SIGEV_THREAD_ID;
+                    ev.sigev_signo = libc::SIGRTMIN();
+                    ev.sigev_notify_thread_id = libc::gettid();
+                    let mut id: libc::timer_t = std::ptr::null_mut();
+                    assert_eq!(libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id), 0);
+                    let ts = libc::timespec {
+                        tv_sec: p.as_secs() as libc::time_t,
+                        tv_nsec: p.subsec_nanos() as libc::c_long,
+                    };
+                    let spec = libc::itimerspec {
+                        it_interval: ts,
+                        it_value: ts,
+                    };
+                    libc::timer_settime(id, 0, &spec, std::ptr::null_mut());
+                    id
+                });
+                let (mut x, mut blocks) = (i as u64 + 1, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..4096 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    }
+                    blocks += 1;
+                }
+                if let Some(id) = timer {
+                    // SAFETY: the timer made above, deleted once.
+                    unsafe { libc::timer_delete(id) };
+                }
+                std::hint::black_box(x);
+                blocks
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.secs));
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
 fn main() {
     let args = parse_args();
     println!(
@@ -263,6 +355,10 @@ fn main() {
             Err(why) => format!("off ({why})"),
         }
     );
+    if args.floor {
+        floor(&args);
+        return;
+    }
     if args.pairs > 1 {
         pairs(&args);
         return;

@@ -96,8 +96,19 @@ impl Alarm {
 
     /// Before the worker starts a slice for a coroutine that was not preempted: an alarm set
     /// for another coroutine's slice end is cleared (it would cut this slice short).
+    #[inline]
     pub(crate) fn release(&self, watch: &PreemptWatch) {
-        if self.slice_end.swap(false, Ordering::Relaxed) && self.set(0) {
+        // A plain load first: this runs at every new slice, and a swap would be a locked
+        // instruction.
+        if self.slice_end.load(Ordering::Relaxed) {
+            self.clear_slice_end(watch);
+        }
+    }
+
+    #[cold]
+    fn clear_slice_end(&self, watch: &PreemptWatch) {
+        self.slice_end.store(false, Ordering::Relaxed);
+        if self.set(0) {
             self.armed.store(0, Ordering::Relaxed);
             watch.alarm.store(0, Ordering::Relaxed);
             watch.alarm_seq.store(0, Ordering::Release);
