@@ -126,6 +126,19 @@ impl Alarm {
         }
     }
 
+    /// From the signal handler, as soon as the alarm went off: it is no longer set, so the
+    /// next `cover` sets it again even for the same time (the worker may have been between
+    /// coroutines, and the timer not yet due when it looked).
+    pub(crate) fn went_off(&self) {
+        self.armed.store(0, Ordering::Relaxed);
+    }
+
+    /// From the signal handler: sets the alarm again a grace period (a third of the budget)
+    /// from now.
+    pub(crate) fn again_after_grace(&self) {
+        self.set(self.budget / 3);
+    }
+
     /// From the signal handler, when the alarm went off while a coroutine runs: whether to
     /// preempt it. A slice's end counts CPU time: if the worker thread was off the CPU for a
     /// good part of the slice (the machine is busy), the coroutine has not had its slice yet,

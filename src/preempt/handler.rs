@@ -81,7 +81,7 @@ extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *m
 /// coroutines, and a slice that lost CPU time to other threads goes on).
 fn alarm_wants_preemption() -> bool {
     let Some(local) = worker::local() else { return false };
-    if local.current.get().is_null() || !local.alarm_fired() {
+    if !local.alarm_fired() {
         return false;
     }
     local.rt.stats.alarms.fetch_add(1, Ordering::Relaxed);

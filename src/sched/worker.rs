@@ -345,9 +345,25 @@ impl Local {
         LOCAL.with(|l| l.set(std::ptr::null()));
     }
 
-    /// From the preemption handler: this worker's alarm went off; whether to preempt.
+    /// From the preemption handler: this worker's alarm went off; whether the coroutine running
+    /// now is due to be switched out (never when none runs).
     pub(crate) fn alarm_fired(&self) -> bool {
-        self.alarm.as_ref().is_none_or(|a| a.fired())
+        let Some(alarm) = &self.alarm else { return false };
+        alarm.went_off();
+        // SAFETY: `current` is the task this worker runs; it stays alive while it runs.
+        let Some(task) = (unsafe { self.current.get().as_ref() }) else {
+            return false;
+        };
+        if !alarm.fired() {
+            return false;
+        }
+        if task.preempt_off.load(Ordering::Relaxed) > 0 || task.in_handler.load(Ordering::Relaxed) {
+            // It cannot be switched out here: the runtime's own code around a switch, or a
+            // `no_preempt` region. The flags stay up for its next safe point, and the alarm
+            // goes off again a grace period later, for a coroutine that never reaches one.
+            alarm.again_after_grace();
+        }
+        true
     }
 
     /// Queues a task that has not run yet at the back of this worker's queue.
