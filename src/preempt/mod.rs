@@ -2,8 +2,9 @@
 //!
 //! Two levels, cheapest first, as Async::Interrupt's asynchronous interrupts:
 //!
-//! 1. A runtime's timer thread samples each worker. When the same slice has run longer than the
-//!    runtime's `preempt` slice, it raises the worker's interrupt flag: one atomic store. Every
+//! 1. A runtime's timer thread watches each worker. When the same slice has run
+//!    longer than the runtime's `preempt` slice, it raises the worker's interrupt flag: one
+//!    atomic OR. Every
 //!    safe point ([`checkpoint`], [`yield_now`](crate::yield_now), parking, channel operations,
 //!    the end of a [`no_preempt`] region) tests the flag with one load and a predictable branch,
 //!    and yields if it is set.
@@ -15,7 +16,8 @@
 //!    safe, it switches to the scheduler from inside the handler: the kernel's signal frame on
 //!    the coroutine's stack holds every register, vector state included, and the handler
 //!    restores errno when the coroutine resumes. If not, the flag stays set for the next safe
-//!    point.
+//!    point. A coroutine preempted once has its next slices ended by its worker's own kernel
+//!    timer instead, with no wake-up of the timer thread.
 //!
 //! # What user code must guard
 //!

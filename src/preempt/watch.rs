@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// A worker's state as the preemption timer thread samples it.
+/// A worker's state as the preemption timer thread sees it.
 #[derive(Default)]
 pub(crate) struct PreemptWatch {
     /// The worker thread's id, for tgkill.
