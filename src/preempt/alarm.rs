@@ -40,6 +40,8 @@ pub(crate) struct Alarm {
     budget: u64,
     /// Whether a worker timer is pending as well (then the alarm is never put off).
     timer_pending: AtomicBool,
+    /// Whether the kernel timer may still go off (set, and not seen going off since).
+    ticking: AtomicBool,
 }
 
 impl Alarm {
@@ -62,6 +64,7 @@ impl Alarm {
                 slice_cpu: AtomicU64::new(0),
                 budget,
                 timer_pending: AtomicBool::new(false),
+                ticking: AtomicBool::new(false),
             })
         }
     }
@@ -76,7 +79,8 @@ impl Alarm {
             (None, Some(due)) => (due, false),
             (None, None) => return,
         };
-        if slice_end.is_some() && self.slice.swap(seq, Ordering::Relaxed) != seq {
+        if slice_end.is_some() && self.slice.load(Ordering::Relaxed) != seq {
+            self.slice.store(seq, Ordering::Relaxed);
             self.slice_cpu.store(thread_cpu_ns(), Ordering::Relaxed);
         }
         self.slice_end.store(ends_slice, Ordering::Relaxed);
@@ -118,7 +122,8 @@ impl Alarm {
     /// Clears the alarm, whatever it was set for (before a coroutine blocks its worker in a
     /// system call on purpose, as `blocking` does inline).
     pub(crate) fn disarm(&self, watch: &PreemptWatch) {
-        if self.armed.swap(0, Ordering::Relaxed) != 0 && self.set(0) {
+        if self.ticking.load(Ordering::Relaxed) && self.set(0) {
+            self.armed.store(0, Ordering::Relaxed);
             self.slice_end.store(false, Ordering::Relaxed);
             self.timer_pending.store(false, Ordering::Relaxed);
             watch.alarm.store(0, Ordering::Relaxed);
@@ -131,6 +136,7 @@ impl Alarm {
     /// coroutines, and the timer not yet due when it looked).
     pub(crate) fn went_off(&self) {
         self.armed.store(0, Ordering::Relaxed);
+        self.ticking.store(false, Ordering::Relaxed);
     }
 
     /// From the signal handler: sets the alarm again a grace period (a third of the budget)
@@ -174,7 +180,11 @@ impl Alarm {
             },
         };
         // SAFETY: our own timer, a valid relative one-shot setting.
-        unsafe { libc::timer_settime(self.id, 0, &spec, std::ptr::null_mut()) == 0 }
+        let done = unsafe { libc::timer_settime(self.id, 0, &spec, std::ptr::null_mut()) == 0 };
+        if done {
+            self.ticking.store(wait_ns != 0, Ordering::Relaxed);
+        }
+        done
     }
 }
 
