@@ -338,3 +338,39 @@ fn inline_blocking_after_preemption_sees_no_eintr() {
     dog.join().unwrap();
     assert_eq!(result.0, 0, "poll did not time out normally: errno {:?}", result.1);
 }
+
+/// Coroutines of one worker spawning and joining in tight loops under the shortest slice:
+/// preemption lands inside spawns and joins over and over, and nothing is lost or counted
+/// twice (the runtime's per-worker structures are never switched away from half-updated).
+#[test]
+fn spawn_and_join_survive_preemption_anywhere() {
+    const COROUTINES: u64 = 4;
+    const ROUNDS: u64 = 400;
+    const BATCH: u64 = 1_000;
+    let rt = rt(1, Duration::from_micros(20));
+    let handles: Vec<_> = (0..COROUTINES)
+        .map(|c| {
+            rt.spawn(move || {
+                let mut sum = 0u64;
+                for r in 0..ROUNDS {
+                    // A batch of spawns, then (once they ran) a batch of joins that do not wait:
+                    // two long stretches without a safe point, where only signals preempt.
+                    let batch: Vec<_> = (0..BATCH).map(|i| sigcoro::spawn(move || r * BATCH + i + c)).collect();
+                    sigcoro::yield_now();
+                    sum += batch.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+                }
+                sum
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let expected: u64 = (0..COROUTINES)
+        .map(|c| (0..ROUNDS * BATCH).map(|i| i + c).sum::<u64>())
+        .sum();
+    assert_eq!(total, expected);
+    let stats = rt.preemptions();
+    eprintln!("{stats:?}");
+    assert!(stats.signals + stats.alarms > 0, "no signal came: {stats:?}");
+    let report = rt.shutdown();
+    assert_eq!(report.alive, 0, "every spawn was counted once and every end once");
+}

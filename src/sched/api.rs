@@ -107,7 +107,9 @@ impl Builder {
         let body: Body = Box::new(move || run_task_body(f));
         let name = self.name.map(String::into_boxed_str);
         // On one of this runtime's own workers, the task may be a kept record, the spawn is
-        // counted by that worker alone, and the task queues there.
+        // counted by that worker alone, and the task queues there. None of that may be cut by
+        // a preemption: another coroutine of this worker could spawn in between.
+        let _off = crate::preempt::RuntimeGuard::new();
         let here = worker::local().filter(|l| Arc::ptr_eq(&l.rt, rt));
         let task = super::recycle::new_task(here, coroutine::next_id(), name, rt, stack_size, body);
         worker::count_spawn(here, rt);

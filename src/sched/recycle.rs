@@ -31,8 +31,11 @@ thread_local! {
 
 /// Runs `f` on this thread's list, unless the thread is exiting.
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
-    // SAFETY: the list is this thread's, and `f` (code of this module only) never re-enters
-    // `with_cache`: dropping a task here drops no task of this list.
+    // A coroutine preempted inside would leave the list borrowed for the next one.
+    let _off = crate::preempt::RuntimeGuard::new();
+    // SAFETY: the list is this thread's, no coroutine switch happens while `f` runs (above),
+    // and `f` (code of this module only) never re-enters `with_cache`: dropping a task here
+    // drops no task of this list.
     CACHE.try_with(|c| f(unsafe { &mut *c.get() })).ok()
 }
 

@@ -238,7 +238,7 @@ pub(crate) fn current_runs_alone() -> bool {
 }
 
 /// Counts a spawn on `rt`; `here` is the calling worker if it belongs to `rt`, which then
-/// counts it with a plain store to its own counter.
+/// counts it with a plain store to its own counter (the caller holds preemption off).
 pub(crate) fn count_spawn(here: Option<&Local>, rt: &Arc<Shared>) {
     match here {
         Some(l) => bump(&l.me().spawned),
@@ -366,9 +366,9 @@ impl Local {
         true
     }
 
-    /// Queues a task that has not run yet at the back of this worker's queue.
+    /// Queues a task that has not run yet at the back of this worker's queue. The caller holds
+    /// preemption off.
     pub(crate) fn push_unstarted(&self, task: Arc<Task>) {
-        let _off = crate::preempt::RuntimeGuard::new();
         self.queue().push_back(task);
     }
 
