@@ -301,7 +301,7 @@ pub struct PreemptStats {
     pub alarms: u64,
 }
 
-/// Counters behind [`PreemptStats`].
+/// A runtime's counters behind [`PreemptStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub asynchronous: std::sync::atomic::AtomicU64,
@@ -311,12 +311,31 @@ pub(crate) struct Counters {
     pub alarms: std::sync::atomic::AtomicU64,
 }
 
-impl Counters {
+/// One coroutine's counters behind [`PreemptStats`] (signals are counted per runtime only).
+#[derive(Debug, Default)]
+pub(crate) struct TaskCounters {
+    pub asynchronous: std::sync::atomic::AtomicU64,
+    pub at_safe_points: std::sync::atomic::AtomicU64,
+    pub deferred: std::sync::atomic::AtomicU64,
+}
+
+impl TaskCounters {
     /// Back to zero (for a task record being reused).
     pub(crate) fn reset(&mut self) {
-        *self = Counters::default();
+        *self = TaskCounters::default();
     }
 
+    pub(crate) fn snapshot(&self) -> PreemptStats {
+        PreemptStats {
+            asynchronous: self.asynchronous.load(Ordering::Relaxed),
+            at_safe_points: self.at_safe_points.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
+            ..PreemptStats::default()
+        }
+    }
+}
+
+impl Counters {
     pub(crate) fn snapshot(&self) -> PreemptStats {
         PreemptStats {
             asynchronous: self.asynchronous.load(Ordering::Relaxed),

@@ -37,8 +37,8 @@ impl<T: 'static> CoroutineLocal<T> {
         // across user code: we copy out a pointer into a box, whose contents never move.
         let found = unsafe {
             (*task.locals.get())
-                .iter()
-                .find(|(k, _)| *k == key)
+                .as_ref()
+                .and_then(|locals| locals.iter().find(|(k, _)| *k == key))
                 .map(|(_, v)| v.as_ref() as *const dyn Any)
         };
         let value = match found {
@@ -47,7 +47,7 @@ impl<T: 'static> CoroutineLocal<T> {
                 let boxed: Box<dyn Any> = Box::new((self.init)());
                 let p = boxed.as_ref() as *const dyn Any;
                 // SAFETY: as above; the initialiser (which may use other keys) has returned.
-                unsafe { (*task.locals.get()).push((key, boxed)) };
+                unsafe { (*task.locals.get()).get_or_insert_default().push((key, boxed)) };
                 p
             }
         };

@@ -97,9 +97,9 @@ pub(crate) struct Task {
     pub stack_lo: AtomicUsize,
     pub stack_hi: AtomicUsize,
     /// How often this task was preempted.
-    pub stats: crate::preempt::Counters,
-    /// Its `coroutine_local!` values (running worker only).
-    pub locals: UnsafeCell<super::local::Locals>,
+    pub stats: crate::preempt::TaskCounters,
+    /// Its `coroutine_local!` values (running worker only), made on first use.
+    pub locals: UnsafeCell<Option<Box<super::local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
     pub stack_size: usize,
     /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
@@ -143,8 +143,8 @@ impl Task {
             user_base: AtomicUsize::new(0),
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
-            stats: crate::preempt::Counters::default(),
-            locals: UnsafeCell::new(Vec::new()),
+            stats: crate::preempt::TaskCounters::default(),
+            locals: UnsafeCell::new(None),
             stack_size,
             body: UnsafeCell::new(Some(body)),
             coroutine: UnsafeCell::new(None),
@@ -199,7 +199,7 @@ impl Task {
         *stack_lo.get_mut() = 0;
         *stack_hi.get_mut() = 0;
         stats.reset();
-        locals.get_mut().clear();
+        *locals.get_mut() = None;
         *stack_size = new_stack_size;
         *body.get_mut() = Some(new_body);
         *join_state.get_mut() = RUNNING;
@@ -212,7 +212,7 @@ impl Task {
     /// handle, an outcome nobody took) before it is kept for reuse.
     pub(crate) fn release_resources(&mut self) {
         self.name = None;
-        *self.locals.get_mut() = Vec::new();
+        *self.locals.get_mut() = None;
         *self.joiner.get_mut() = None;
         *self.outcome.get_mut() = None;
     }
