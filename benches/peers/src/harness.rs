@@ -10,37 +10,8 @@ use std::time::{Duration, Instant};
 /// Time one repetition should last.
 const TARGET: Duration = Duration::from_millis(30);
 
-/// Summary of the repetitions, in ns per operation.
-#[derive(Clone, Copy, Debug)]
-pub struct Stats {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub reps: usize,
-    /// Iterations per repetition.
-    pub iters: u64,
-}
-
-impl Stats {
-    /// Median, min and max of `samples`, already in the unit to report.
-    pub fn from_samples(mut samples: Vec<f64>, iters: u64) -> Stats {
-        assert!(!samples.is_empty());
-        samples.sort_by(|a, b| a.total_cmp(b));
-        let n = samples.len();
-        let median = if n % 2 == 1 {
-            samples[n / 2]
-        } else {
-            (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-        };
-        Stats {
-            median,
-            min: samples[0],
-            max: samples[n - 1],
-            reps: n,
-            iters,
-        }
-    }
-}
+/// Summary of the repetitions, in ns per operation: the lab's own type, so both report alike.
+pub use crate::lab::harness::Stats;
 
 /// Calibrates `n` so that `run(n)` lasts about [`TARGET`], runs one warm-up repetition, then
 /// `reps` measured ones. `ops` is how many reported operations one iteration holds (2 when an
@@ -54,11 +25,7 @@ pub fn bench(reps: usize, ops: f64, mut run: impl FnMut(u64) -> Duration) -> Sta
             n = ((n as f64 * scale) as u64).max(1);
             break;
         }
-        n *= if d < Duration::from_micros(100) {
-            16
-        } else {
-            4
-        };
+        n *= if d < Duration::from_micros(100) { 16 } else { 4 };
     }
     run(n); // warm-up at the final size
     bench_fixed(reps, n, ops, run)
@@ -67,9 +34,7 @@ pub fn bench(reps: usize, ops: f64, mut run: impl FnMut(u64) -> Duration) -> Sta
 /// Like [`bench`] but with a fixed iteration count and no calibration or warm-up
 /// (the caller warms up when it matters).
 pub fn bench_fixed(reps: usize, n: u64, ops: f64, mut run: impl FnMut(u64) -> Duration) -> Stats {
-    let samples = (0..reps)
-        .map(|_| run(n).as_nanos() as f64 / (n as f64 * ops))
-        .collect();
+    let samples = (0..reps).map(|_| run(n).as_nanos() as f64 / (n as f64 * ops)).collect();
     Stats::from_samples(samples, n)
 }
 

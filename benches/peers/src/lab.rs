@@ -13,7 +13,7 @@
 //! Flags: `--json` (JSON lines only, on stdout), `--reps N`, `--cpu N`, `--only GROUP,...`.
 
 #[path = "../../../examples/switch_lab/harness.rs"]
-mod harness;
+pub(crate) mod harness;
 
 use crate::may_rt;
 use corosensei::stack::DefaultStack;
