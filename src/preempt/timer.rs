@@ -246,7 +246,7 @@ impl Look<'_> {
         // SAFETY: as in `interrupt`.
         let pending = !flag.is_null() && unsafe { (*flag).load(Ordering::Acquire) } & (PREEMPT | DEADLINE) != 0;
         let tid = w.tid.load(Ordering::Relaxed);
-        if pending && tid != 0 && self.rt.preempt_async {
+        if pending && tid != 0 && self.rt.preempt_async() {
             self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);
             // SAFETY: tgkill to a thread of our own process.
             unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, preempt_signal()) };

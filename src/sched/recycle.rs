@@ -29,18 +29,18 @@ thread_local! {
     static CACHE: UnsafeCell<Cache> = const { UnsafeCell::new(Cache { tasks: Vec::new(), epoch: 0 }) };
 }
 
-/// Runs `f` on this thread's list, unless the thread is exiting.
+/// Runs `f` on this thread's list, unless the thread is exiting. The caller holds preemption
+/// off (a coroutine preempted inside would leave the list borrowed for the next one), or runs
+/// on the worker's own stack.
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
-    // A coroutine preempted inside would leave the list borrowed for the next one.
-    let _off = crate::preempt::RuntimeGuard::new();
-    // SAFETY: the list is this thread's, no coroutine switch happens while `f` runs (above),
-    // and `f` (code of this module only) never re-enters `with_cache`: dropping a task here
-    // drops no task of this list.
+    // SAFETY: the list is this thread's, no coroutine switch happens while `f` runs (see
+    // above), and `f` (code of this module only) never re-enters `with_cache`: dropping a task
+    // here drops no task of this list.
     CACHE.try_with(|c| f(unsafe { &mut *c.get() })).ok()
 }
 
 /// A new task, on a kept record when this thread is a worker of `rt` and has one.
-/// `here` is the calling worker if it belongs to `rt`.
+/// `here` is the calling worker if it belongs to `rt`; the caller holds preemption off.
 pub(crate) fn new_task(
     here: Option<&worker::Local>,
     id: u64,
@@ -62,6 +62,7 @@ pub(crate) fn new_task(
 /// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,
 /// keeps the record for a later spawn.
 pub(crate) fn give_back(task: Arc<Task>) {
+    let _off = crate::preempt::RuntimeGuard::new();
     // A plain load first: the locked check in `get_mut` only when we look like the last holder.
     if Arc::strong_count(&task) != 1 || !worker::local().is_some_and(|l| Arc::ptr_eq(&l.rt, &task.rt)) {
         return;
@@ -94,11 +95,13 @@ unsafe fn unique(task: &Arc<Task>) -> &mut Task {
 
 /// Empties this thread's list, and asks every worker to empty its own when it next idles.
 pub(crate) fn release_all() {
+    let _off = crate::preempt::RuntimeGuard::new();
     RELEASE_EPOCH.fetch_add(1, Ordering::Relaxed);
     release_if_asked();
 }
 
-/// Empties this thread's list if `release_all` was called since it last looked.
+/// Empties this thread's list if `release_all` was called since it last looked (from a worker's
+/// own stack, or with preemption off).
 pub(crate) fn release_if_asked() {
     let epoch = RELEASE_EPOCH.load(Ordering::Relaxed);
     let kept = with_cache(|c| {
@@ -114,6 +117,7 @@ pub(crate) fn release_if_asked() {
 /// How many finished tasks this thread keeps.
 #[cfg(test)]
 pub(crate) fn kept() -> usize {
+    let _off = crate::preempt::RuntimeGuard::new();
     with_cache(|c| c.tasks.len()).unwrap_or(0)
 }
 

@@ -61,8 +61,6 @@ pub(crate) struct Shared {
     /// their own: see [`Shared::alive`]).
     spawned_elsewhere: AtomicUsize,
     pub stack_size: usize,
-    /// Whether the timer thread may signal workers (asynchronous preemption is available).
-    pub preempt_async: bool,
     /// How long after its start a slice of a coroutine that ignores the preemption flag is
     /// signalled (slice + grace, ns); 0 when there is no asynchronous preemption.
     pub slice_alarm_ns: u64,
@@ -84,13 +82,17 @@ impl Shared {
             next_worker: AtomicUsize::new(0),
             spawned_elsewhere: AtomicUsize::new(0),
             stack_size,
-            preempt_async: preempt.is_some(),
             slice_alarm_ns: preempt.map_or(0, |slice| {
                 crate::preempt::timer::slice_and_grace(slice).as_nanos() as u64
             }),
             timer_stop: AtomicBool::new(false),
             stats: crate::preempt::Counters::default(),
         })
+    }
+
+    /// Whether workers may be signalled (asynchronous preemption is on and available).
+    pub(crate) fn preempt_async(&self) -> bool {
+        self.slice_alarm_ns != 0
     }
 
     /// How many tasks are alive: spawned and not yet ended. Exact once the workers stopped;
