@@ -212,8 +212,18 @@ pub struct JoinHandle<T> {
 impl<T: 'static> JoinHandle<T> {
     /// Waits for the coroutine to end: its value, or how it failed. Parks the caller if it is a
     /// coroutine, blocks it if it is a plain thread.
+    ///
+    /// A coroutine that joins one which has not started yet and waits at either end of its own
+    /// worker's run queue runs it at once, in its own place, instead of parking until the
+    /// worker gets to it (see the README, "Scheduling"). A join is a safe point and, unless the
+    /// coroutine has already ended, a cancellation point.
     pub fn join(self) -> Result<T, JoinError> {
         let JoinHandle { task, .. } = self;
+        // A join is a safe point, like every runtime call.
+        crate::preempt::checkpoint();
+        if !task.is_done() {
+            worker::run_if_unstarted_here(&task);
+        }
         task.wait_done(|| park::park_until(None));
         let (outcome, id) = (task.take_outcome(), task.id);
         super::recycle::give_back(task);
@@ -244,6 +254,7 @@ impl<T: 'static> JoinHandle<T> {
         self.task.cancel();
     }
 
+    #[cfg(test)]
     pub(crate) fn task(&self) -> &Arc<Task> {
         &self.task
     }

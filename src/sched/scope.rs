@@ -2,7 +2,6 @@
 
 use super::api::{Builder, JoinHandle};
 use super::park;
-use super::task::Task;
 use super::worker;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
@@ -37,39 +36,71 @@ where
         panic!("sigcoro::scope called outside a sigcoro runtime");
     }
     let scope = Scope {
-        tasks: Mutex::new(Vec::new()),
-        panicked: Arc::new(AtomicUsize::new(0)),
+        data: Arc::new(ScopeData {
+            running: AtomicUsize::new(0),
+            panicked: AtomicUsize::new(0),
+            waiter: park::current_unparker(),
+        }),
         seen_panics: AtomicUsize::new(0),
         _scope: PhantomData,
         _env: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
-    // Join everything, even if `f` panicked: the borrows must end before we return.
-    let tasks = std::mem::take(&mut *scope.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-    for task in &tasks {
-        wait_done(task);
+    // Wait for everything, even if `f` panicked: the borrows must end before we return. The
+    // wait is on the scope's own count, not on the coroutines' join handles, which a
+    // coroutine of the scope may be joining meanwhile. Never unwinds for cancellation.
+    while scope.data.running.load(Ordering::Acquire) != 0 {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| park::park_until(None)));
     }
     match result {
         Err(payload) => panic::resume_unwind(payload),
-        Ok(_) if scope.panicked.load(Ordering::Acquire) > scope.seen_panics.load(Ordering::Acquire) => {
+        Ok(_) if scope.data.panicked.load(Ordering::Acquire) > scope.seen_panics.load(Ordering::Acquire) => {
             panic!("sigcoro::scope: a scoped coroutine panicked")
         }
         Ok(v) => v,
     }
 }
 
-/// Waits until a task has ended, leaving its outcome in place. Never unwinds for
-/// cancellation: the scope's borrows must outlive the task.
-fn wait_done(task: &Arc<Task>) {
-    task.wait_done(|| {
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| park::park_until(None)));
-    });
+/// What a scope's coroutines share with it.
+struct ScopeData {
+    /// Coroutines that may still touch what they borrow.
+    running: AtomicUsize,
+    /// Coroutines that panicked.
+    panicked: AtomicUsize,
+    /// Whoever called `scope`, woken when `running` drops to zero.
+    waiter: park::Unparker,
+}
+
+/// One scoped coroutine's place in `running`: holds what may borrow from the scope (the
+/// closure, the slot for its value) and, once it has dropped them, lets the scope go on. Also
+/// when the coroutine never ran (its closure is dropped at shutdown).
+struct Running<G> {
+    borrowing: Option<G>,
+    data: Arc<ScopeData>,
+}
+
+impl<G> Running<G> {
+    fn new(borrowing: G, data: &Arc<ScopeData>) -> Running<G> {
+        data.running.fetch_add(1, Ordering::AcqRel);
+        Running {
+            borrowing: Some(borrowing),
+            data: data.clone(),
+        }
+    }
+}
+
+impl<G> Drop for Running<G> {
+    fn drop(&mut self) {
+        drop(self.borrowing.take());
+        if self.data.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.data.waiter.unpark();
+        }
+    }
 }
 
 /// A scope to spawn borrowing coroutines in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
-    tasks: Mutex<Vec<Arc<Task>>>,
-    panicked: Arc<AtomicUsize>,
+    data: Arc<ScopeData>,
     seen_panics: AtomicUsize,
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -94,26 +125,31 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
-        let out = slot.clone();
-        let panicked = self.panicked.clone();
-        let body: Box<dyn FnOnce() + Send + 'scope> =
-            Box::new(move || match panic::catch_unwind(AssertUnwindSafe(f)) {
-                Ok(v) => *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(v),
+        let mut running = Running::new((f, slot.clone()), &self.data);
+        let body: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
+            let (f, out) = running.borrowing.take().expect("a scoped body runs once");
+            match panic::catch_unwind(AssertUnwindSafe(f)) {
+                Ok(v) => {
+                    *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+                    drop(out);
+                    drop(running);
+                }
                 Err(p) => {
-                    panicked.fetch_add(1, Ordering::AcqRel);
+                    drop(out);
+                    running.data.panicked.fetch_add(1, Ordering::AcqRel);
+                    drop(running);
                     panic::resume_unwind(p)
                 }
-            });
-        // SAFETY: `scope` waits for every task spawned here to end before it returns, so the
-        // borrows in `body` (all outliving 'scope) are never used after they end.
+            }
+        });
+        // SAFETY: `scope` returns only after every `Running` made here has dropped what it
+        // holds (the closure and the value slot, all that may borrow for 'scope), whether the
+        // coroutine ran, panicked or never started; nothing in `body` outlives that but its
+        // `Arc<ScopeData>`, which borrows nothing.
         let body: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(body) };
         let handle = Builder::new()
             .spawn(body)
             .unwrap_or_else(|e| panic!("sigcoro::Scope::spawn: {e}"));
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle.task().clone());
         ScopedJoinHandle {
             handle,
             slot,

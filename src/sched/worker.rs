@@ -10,6 +10,7 @@
 //! eventfd only if the owner said it was going to sleep (`sleeping`), with SeqCst on both sides
 //! so that either the waker sees `sleeping` or the worker sees the queued task.
 
+use super::park::current_task;
 use super::task::{Action, PARKED, Task, UNSTARTED};
 use super::timer::{TimerKind, Timers};
 use crate::coroutine::CoroutineResult;
@@ -21,6 +22,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod idle;
+mod inline;
+
+pub(crate) use inline::run_if_unstarted_here;
 
 /// How many tasks a worker runs between looks at its remote queue, timers and steal requests.
 const BATCH: usize = 64;
@@ -200,12 +206,15 @@ pub(crate) struct Local {
     made_way: UnsafeCell<Option<Arc<Task>>>,
     /// Whether timers are firing now (their wake-ups go to `timer_woken`).
     firing: Cell<bool>,
+    /// Set when a task that a joiner ran in its own place was preempted: the slice is over, and
+    /// the worker looks at its timers and remote queue once the joiner switches out.
+    slice_over: Cell<bool>,
     /// Whether the last switch out was a preemption: the next slice is stamped with its start
     /// time for the timer thread.
     after_preemption: Cell<bool>,
     /// When the running slice began, if it was stamped.
     slice_start: Cell<Option<u64>>,
-    /// Live tasks that have run here, by slot; the free slots.
+    /// Live tasks that have suspended here at least once, by slot; the free slots.
     registry: UnsafeCell<Registry>,
     timers: UnsafeCell<Timers>,
     /// The task running now (null on the worker's own stack).
@@ -236,7 +245,11 @@ pub(crate) fn current_runs_alone() -> bool {
     let Some(local) = local() else { return false };
     // SAFETY: the registry is this thread's; we only read its lengths.
     let (slots, free) = unsafe { &*local.registry.get() };
-    slots.len() - free.len() <= 1 && !local.has_work() && local.me().remote_len.load(Ordering::SeqCst) == 0
+    // A task enters the registry when it first suspends: the caller may not be there yet.
+    let unlisted = current_task().is_some_and(|t| t.slot.load(Ordering::Relaxed) == usize::MAX);
+    slots.len() - free.len() + usize::from(unlisted) <= 1
+        && !local.has_work()
+        && local.me().remote_len.load(Ordering::SeqCst) == 0
 }
 
 /// Counts a spawn on `rt`; `here` is the calling worker if it belongs to `rt`, which then
@@ -319,6 +332,7 @@ impl Local {
             timer_woken: UnsafeCell::new(VecDeque::new()),
             made_way: UnsafeCell::new(None),
             firing: Cell::new(false),
+            slice_over: Cell::new(false),
             after_preemption: Cell::new(false),
             slice_start: Cell::new(None),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
@@ -478,15 +492,8 @@ impl Local {
         self.current.set(Arc::as_ptr(&task));
         watch.running.store(true, Ordering::Relaxed);
         let outcome = if task.owner.load(Ordering::Relaxed) == UNSTARTED {
-            // The first run makes the coroutine and enters it in one go; the task is ours
-            // (owner, registry slot) from the moment it has a stack.
-            let started = super::api::start_coroutine(&task, || self.adopt(&task));
-            match started {
-                Some((co, outcome)) => {
-                    // SAFETY: we dequeued the task, so we are the one worker that may run it.
-                    unsafe { *task.coroutine() = Some(co) };
-                    outcome
-                }
+            match self.start(&task) {
+                Some(outcome) => outcome,
                 None => {
                     watch.running.store(false, Ordering::Relaxed);
                     self.current.set(std::ptr::null());
@@ -503,15 +510,41 @@ impl Local {
             let co = unsafe { task.coroutine() };
             co.as_mut().expect("a queued task has a coroutine").resume(())
         };
-        task.preempted
-            .set(matches!(outcome, CoroutineResult::Yield(Action::Preempted { .. })));
         watch.running.store(false, Ordering::Relaxed);
         self.current.set(std::ptr::null());
-        // SAFETY: as above.
-        let co = unsafe { task.coroutine() };
-        match outcome {
-            CoroutineResult::Yield(Action::Yield) => self.queue().push_back(task),
-            CoroutineResult::Yield(Action::Preempted { signal, front }) => {
+        // A task that a joiner ran in its place may have used up the slice.
+        self.settle(task, outcome) | self.slice_over.replace(false)
+    }
+
+    /// Puts a task that just switched out where its action says: back in a queue, parked,
+    /// asleep, or (ended) out of the registry and into the cache of kept records. Returns
+    /// whether it was preempted (a slice went by).
+    ///
+    /// A task joins the registry of live tasks the first time it suspends: until then it is
+    /// running, so shutdown (which runs between tasks) cannot miss it, and a task that runs to
+    /// its end in one go never touches the registry.
+    fn settle(&self, task: Arc<Task>, outcome: CoroutineResult<Action, ()>) -> bool {
+        let registered = task.slot.load(Ordering::Relaxed) != usize::MAX;
+        let action = match outcome {
+            CoroutineResult::Yield(action) => action,
+            CoroutineResult::Return(()) => {
+                // SAFETY: we ran the task, so we are the worker that may touch its coroutine.
+                *unsafe { task.coroutine() } = None;
+                if registered {
+                    self.unregister(&task);
+                }
+                // A detached task's record is kept for a later spawn.
+                super::recycle::give_back(task);
+                return false;
+            }
+        };
+        task.preempted.set(matches!(action, Action::Preempted { .. }));
+        if !registered {
+            self.register(&task);
+        }
+        match action {
+            Action::Yield => self.queue().push_back(task),
+            Action::Preempted { signal, front } => {
                 self.after_preemption.set(true);
                 if signal {
                     crate::preempt::handler::unblock();
@@ -525,7 +558,7 @@ impl Local {
                 }
                 return true;
             }
-            CoroutineResult::Yield(Action::Park(deadline)) => {
+            Action::Park(deadline) => {
                 if let Some(d) = deadline {
                     let seq = task.wait_seq.load(Ordering::Relaxed);
                     self.timers().push(d, seq, TimerKind::Park, task.clone());
@@ -539,7 +572,7 @@ impl Local {
                     self.queue().push_back(task);
                 }
             }
-            CoroutineResult::Yield(Action::Sleep(deadline)) => {
+            Action::Sleep(deadline) => {
                 let seq = task.wait_seq.load(Ordering::Relaxed);
                 task.sleeping.store(true, Ordering::Release);
                 self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
@@ -548,24 +581,23 @@ impl Local {
                     task.interrupt_sleep();
                 }
             }
-            CoroutineResult::Return(()) => {
-                *co = None;
-                // SAFETY: registry is this thread's.
-                let (slots, free) = unsafe { &mut *self.registry.get() };
-                let slot = task.slot.load(Ordering::Relaxed);
-                slots[slot] = None;
-                free.push(slot);
-                // A detached task's record is kept for a later spawn.
-                super::recycle::give_back(task);
-            }
         }
         false
     }
 
-    /// Makes a task this worker's for good, as it first runs here: its owner, and a slot in
-    /// the registry of live tasks.
-    fn adopt(&self, task: &Arc<Task>) {
-        task.owner.store(self.index, Ordering::Release);
+    /// Makes an unstarted task's coroutine and enters it, until it first suspends; the task is
+    /// this worker's for good from the moment it has a stack. `None` when no stack could be
+    /// had: the task ended with that error.
+    fn start(&self, task: &Arc<Task>) -> Option<CoroutineResult<Action, ()>> {
+        let adopt = || task.owner.store(self.index, Ordering::Release);
+        let (co, outcome) = super::api::start_coroutine(task, adopt)?;
+        // SAFETY: we dequeued the task, so we are the one worker that may run it.
+        unsafe { *task.coroutine() = Some(co) };
+        Some(outcome)
+    }
+
+    /// Enters a task in the registry of live tasks this worker owns.
+    fn register(&self, task: &Arc<Task>) {
         // SAFETY: registry is this thread's.
         let (slots, free) = unsafe { &mut *self.registry.get() };
         let slot = free.pop().unwrap_or_else(|| {
@@ -574,6 +606,15 @@ impl Local {
         });
         slots[slot] = Some(task.clone());
         task.slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// Takes an ended task out of the registry.
+    fn unregister(&self, task: &Task) {
+        // SAFETY: registry is this thread's.
+        let (slots, free) = unsafe { &mut *self.registry.get() };
+        let slot = task.slot.load(Ordering::Relaxed);
+        slots[slot] = None;
+        free.push(slot);
     }
 
     fn take_remote(&self) {
@@ -616,109 +657,6 @@ impl Local {
         let slot = &self.me().preempt.deadline;
         if slot.load(Ordering::Relaxed) != ns {
             slot.store(ns, Ordering::Relaxed);
-        }
-    }
-
-    /// Hands half of our unstarted tasks to an idle worker that asked for work.
-    fn answer_steal_request(&self) {
-        let me = self.me();
-        me.queued.store(self.queue().len(), Ordering::Relaxed);
-        let thief = me.steal_request.load(Ordering::Relaxed);
-        if thief == 0 {
-            return;
-        }
-        me.steal_request.store(0, Ordering::Relaxed);
-        let queue = self.queue();
-        let unstarted = queue
-            .iter()
-            .filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED)
-            .count();
-        let mut give = unstarted / 2;
-        if give == 0 {
-            return;
-        }
-        let mut kept = VecDeque::with_capacity(queue.len());
-        let mut taken = Vec::with_capacity(give);
-        for t in queue.drain(..) {
-            if give > 0 && t.owner.load(Ordering::Relaxed) == UNSTARTED {
-                give -= 1;
-                taken.push(t);
-            } else {
-                kept.push_back(t);
-            }
-        }
-        *queue = kept;
-        self.rt.workers[thief - 1].push_remote_many(taken);
-    }
-
-    /// Posts a steal request to the busiest other worker.
-    fn ask_for_work(&self) {
-        let victim = (0..self.rt.workers.len())
-            .filter(|&i| i != self.index)
-            .max_by_key(|&i| self.rt.workers[i].queued.load(Ordering::Relaxed));
-        if let Some(v) = victim
-            && self.rt.workers[v].queued.load(Ordering::Relaxed) > 1
-        {
-            let _ = self.rt.workers[v].steal_request.compare_exchange(
-                0,
-                self.index + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// Sleeps in epoll until woken or the next timer is due.
-    fn idle(&self) {
-        super::recycle::release_if_asked();
-        let me = self.me();
-        // Spin a few microseconds first: a wakeup from a busy worker usually comes within
-        // that, and costs a cache miss instead of an eventfd write and a kernel wakeup (tens of
-        // microseconds on a VM). Nobody writes our eventfd while we spin: we are not `sleeping`.
-        let spin_end = Instant::now() + SPIN;
-        let work_arrived = || me.remote_len.load(Ordering::SeqCst) != 0 || me.interrupts.is_pending();
-        while !work_arrived() && Instant::now() < spin_end {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-        }
-        if work_arrived() {
-            return;
-        }
-        me.sleeping.store(true, Ordering::SeqCst);
-        if !work_arrived() && !self.rt.shutdown.load(Ordering::SeqCst) {
-            let timeout = match self.timers().next_deadline() {
-                None => -1,
-                Some(d) => {
-                    let now = Instant::now();
-                    // Round up, so we never wake before the deadline and spin.
-                    d.saturating_duration_since(now)
-                        .as_micros()
-                        .div_ceil(1000)
-                        .min(i32::MAX as u128) as i32
-                }
-            };
-            self.poll_io(timeout);
-        }
-        me.sleeping.store(false, Ordering::SeqCst);
-    }
-
-    /// Waits up to `timeout_ms` (-1: no limit, 0: just look) for epoll events and hands them
-    /// out: token 0 is our eventfd (drained), every other token belongs to the reactor.
-    fn poll_io(&self, timeout_ms: i32) {
-        let me = self.me();
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        // SAFETY: our own epoll fd and a local buffer; EINTR just ends the wait early.
-        let n = unsafe { libc::epoll_wait(me.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout_ms) };
-        for ev in &events[..n.max(0) as usize] {
-            let (token, flags) = (ev.u64, ev.events);
-            if token == EVENTFD_TOKEN {
-                let mut buf = 0u64;
-                // SAFETY: draining our own non-blocking eventfd.
-                unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
-            } else {
-                self.io.dispatch(token, flags);
-            }
         }
     }
 

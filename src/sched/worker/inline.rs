@@ -1,0 +1,70 @@
+//! Joining a coroutine that has not started yet: the joiner runs it in its own place.
+//!
+//! A coroutine that joins one still waiting in its worker's run queue would park; the worker
+//! would get to the joined one in turn and, when it ends, wake the joiner: four switches and a
+//! park/unpark handshake through both task records. When the joined task sits at either end of
+//! the joiner's own queue, the joiner takes it out and starts it itself, as .NET's task
+//! inlining does: two switches, and no handshake when it runs to its end. The joiner would wait
+//! for it anyway, so nobody waits longer, except that the task jumps the ones queued before it
+//! when it was at the back.
+//!
+//! The joined task runs in the joiner's slice, with the worker's `current` pointing at it. If it
+//! suspends before its end, it comes back to the joiner, which settles it exactly as the worker
+//! loop would (queued, parked, asleep, or preempted, which ends the slice) and then waits for it
+//! as usual; the worker loop resumes it from then on. A task that never ran may run on any
+//! worker, so starting it here moves nothing that has thread-local state.
+//!
+//! Not done when another worker asked for unstarted tasks (they could run in parallel there),
+//! when the joiner was cancelled or is unwinding (its join unwinds or returns at once), or
+//! outside a coroutine.
+
+use super::{Local, local};
+use crate::sched::task::{Task, UNSTARTED};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// From `join`: if `task` has not started and waits at either end of the calling coroutine's
+/// worker queue, runs it now, in the caller's place, until it ends or first suspends.
+pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
+    if task.owner.load(Ordering::Relaxed) != UNSTARTED {
+        return;
+    }
+    let Some(local) = local() else { return };
+    let joiner = local.current.get();
+    // SAFETY: `current` is the task running on this thread, the caller, which is alive.
+    let Some(joiner_task) = (unsafe { joiner.as_ref() }) else {
+        return;
+    };
+    if joiner_task.cancelled.load(Ordering::Acquire) || std::thread::panicking() {
+        return;
+    }
+    // The queue is the worker's: no other coroutine of it may run until we are done with it.
+    let _off = crate::preempt::RuntimeGuard::new();
+    let Some(task) = local.take_unstarted(task) else { return };
+    local.current.set(Arc::as_ptr(&task));
+    let outcome = local.start(&task);
+    local.current.set(joiner);
+    if let Some(outcome) = outcome
+        && local.settle(task, outcome)
+    {
+        local.slice_over.set(true);
+    }
+}
+
+impl Local {
+    /// Takes `task` out of the run queue if it is at either end, and no other worker waits for
+    /// unstarted tasks to take over.
+    fn take_unstarted(&self, task: &Arc<Task>) -> Option<Arc<Task>> {
+        if self.me().steal_request.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let queue = self.queue();
+        if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
+            queue.pop_back()
+        } else if queue.front().is_some_and(|t| Arc::ptr_eq(t, task)) {
+            queue.pop_front()
+        } else {
+            None
+        }
+    }
+}
