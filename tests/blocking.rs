@@ -183,8 +183,8 @@ fn the_pool_never_exceeds_its_limit() {
     assert!(stdout.contains("child: max parallel 2"), "{stdout}");
 }
 
-/// Spawns a coroutine whose `blocking` call sleeps `dur` on a helper, counting the calls in
-/// flight and the most seen at once; it returns the helper thread's name.
+/// Spawns a coroutine whose `blocking` call sleeps `dur`, counting the calls in flight on
+/// helpers and the most seen at once; it returns the name of the thread that ran the call.
 fn spawn_counted(
     in_flight: &Arc<AtomicUsize>,
     max_parallel: &Arc<AtomicUsize>,
@@ -193,10 +193,17 @@ fn spawn_counted(
     let (f, m) = (in_flight.clone(), max_parallel.clone());
     sigcoro::spawn(move || {
         sigcoro::blocking(|| {
-            let now = f.fetch_add(1, Ordering::AcqRel) + 1;
-            m.fetch_max(now, Ordering::AcqRel);
+            // A coroutine alone on its worker runs the call inline there: only the helpers'
+            // calls count against the pool.
+            let helper = thread_name().starts_with("sigcoro-blocking-");
+            if helper {
+                let now = f.fetch_add(1, Ordering::AcqRel) + 1;
+                m.fetch_max(now, Ordering::AcqRel);
+            }
             std::thread::sleep(dur);
-            f.fetch_sub(1, Ordering::AcqRel);
+            if helper {
+                f.fetch_sub(1, Ordering::AcqRel);
+            }
             thread_name()
         })
     })

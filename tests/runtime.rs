@@ -507,3 +507,26 @@ fn select_waits_on_coroutines() {
         assert!(timed_out);
     });
 }
+
+/// A worker that spawns several coroutines while another worker sleeps idle hands that worker
+/// some of them at once (they have not started, so they may go anywhere): a spawn storm uses
+/// every worker, not only the spawner's.
+#[test]
+fn spawned_coroutines_spread_to_an_idle_worker() {
+    let rt = Runtime::builder().workers(2).preempt(None).build().unwrap();
+    let spread = rt.block_on(|| {
+        // The other worker has nothing to do: it goes idle. Retry a bounded number of times
+        // in case this machine is slow to get it there.
+        (0..100).any(|_| {
+            sigcoro::sleep(Duration::from_millis(10));
+            let names: std::collections::HashSet<String> = (0..8)
+                .map(|_| sigcoro::spawn(|| std::thread::current().name().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            names.len() == 2
+        })
+    });
+    assert!(spread, "no spawned coroutine ever ran on the idle worker");
+}

@@ -42,6 +42,9 @@ pub(crate) struct WorkerShared {
     remote: Mutex<Vec<Arc<Task>>>,
     remote_len: AtomicUsize,
     sleeping: AtomicBool,
+    /// Set while the worker has nothing to run (spinning or asleep); a busy worker that takes
+    /// it hands the idle one some of its unstarted tasks.
+    idle: AtomicBool,
     /// Index + 1 of an idle worker asking for unstarted tasks; 0 when nobody asks.
     steal_request: AtomicUsize,
     /// How many tasks this worker had queued at its last look (a hint for thieves).
@@ -63,6 +66,9 @@ pub(crate) struct Shared {
     pub workers: Box<[WorkerShared]>,
     pub shutdown: AtomicBool,
     pub next_worker: AtomicUsize,
+    /// How many workers are idle (a hint: busy workers look for one to share unstarted tasks
+    /// with only when it is not zero).
+    pub idlers: AtomicUsize,
     /// Tasks spawned from threads that are not this runtime's workers (the workers count
     /// their own: see [`Shared::alive`]).
     spawned_elsewhere: AtomicUsize,
@@ -86,6 +92,7 @@ impl Shared {
             workers: workers.into_boxed_slice(),
             shutdown: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
+            idlers: AtomicUsize::new(0),
             spawned_elsewhere: AtomicUsize::new(0),
             stack_size,
             slice_alarm_ns: preempt.map_or(0, |slice| {
@@ -151,6 +158,7 @@ impl WorkerShared {
             remote: Mutex::new(Vec::new()),
             remote_len: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
             steal_request: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             eventfd,
@@ -382,12 +390,6 @@ impl Local {
         true
     }
 
-    /// Queues a task that has not run yet at the back of this worker's queue. The caller holds
-    /// preemption off.
-    pub(crate) fn push_unstarted(&self, task: Arc<Task>) {
-        self.queue().push_back(task);
-    }
-
     pub(crate) fn me(&self) -> &WorkerShared {
         &self.rt.workers[self.index]
     }
@@ -455,6 +457,10 @@ impl Local {
             self.fire_timers();
             crate::interrupt::run_pending_on(&self.me().interrupts);
             self.answer_steal_request();
+            if self.queue().len() > 1 {
+                // More than we can run at once: an idle worker may take the unstarted ones.
+                self.share_with_idle(true);
+            }
             if self.has_work() {
                 if self.io.has_waiters() {
                     self.poll_io(0);

@@ -1,13 +1,60 @@
 //! A worker between tasks: handing unstarted tasks to idle workers, asking for some when idle,
 //! and sleeping in epoll until work or a timer is due.
 
-use super::{EVENTFD_TOKEN, Local, SPIN, UNSTARTED};
+use super::{EVENTFD_TOKEN, Local, SPIN, Task, UNSTARTED};
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+fn is_unstarted(task: &Task) -> bool {
+    task.owner.load(Ordering::Relaxed) == UNSTARTED
+}
+
 impl Local {
+    /// Queues a task that has not run yet, from a spawn on this worker (the caller holds
+    /// preemption off). When other tasks already wait here and another worker is idle, the
+    /// newest half goes to it at once: a spawn storm spreads over idle workers, while a
+    /// coroutine that spawns one task and joins it keeps it here. A pending steal request is
+    /// answered here too, not only between tasks.
+    pub(crate) fn push_unstarted(&self, task: Arc<Task>) {
+        let queue = self.queue();
+        queue.push_back(task);
+        if queue.len() > 1 {
+            self.share_with_idle(false);
+        }
+        let me = self.me();
+        if me.steal_request.load(Ordering::Relaxed) != 0 {
+            self.answer_steal_request();
+        }
+    }
+
+    /// If another worker is idle, hands it the newest half of our unstarted tasks (rounded up
+    /// when we are about to be busy, `busy`). Costs one load when no worker is idle.
+    pub(super) fn share_with_idle(&self, busy: bool) {
+        if self.rt.idlers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let unstarted = self.queue().iter().filter(|t| is_unstarted(t)).count();
+        let give = if busy { unstarted.div_ceil(2) } else { unstarted / 2 };
+        if give == 0 {
+            return;
+        }
+        // Take the idle worker's flag, so that only one giver hands it work.
+        let idle = (0..self.rt.workers.len()).find(|&i| {
+            let w = &self.rt.workers[i];
+            i != self.index
+                && w.idle.load(Ordering::Relaxed)
+                && w.idle
+                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+        });
+        if let Some(to) = idle {
+            self.hand_newest(give, to);
+        }
+    }
+
     /// Hands half of our unstarted tasks to an idle worker that asked for work.
     pub(super) fn answer_steal_request(&self) {
         let me = self.me();
@@ -17,27 +64,30 @@ impl Local {
             return;
         }
         me.steal_request.store(0, Ordering::Relaxed);
-        let queue = self.queue();
-        let unstarted = queue
-            .iter()
-            .filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED)
-            .count();
-        let mut give = unstarted / 2;
-        if give == 0 {
-            return;
+        let give = self.queue().iter().filter(|t| is_unstarted(t)).count() / 2;
+        if give > 0 {
+            self.hand_newest(give, thief - 1);
         }
+    }
+
+    /// Moves our `give` newest unstarted tasks to worker `to`, in the order they were spawned:
+    /// the newest, because a coroutine that joins its tasks in spawn order reaches them last.
+    fn hand_newest(&self, mut give: usize, to: usize) {
+        let queue = self.queue();
         let mut kept = VecDeque::with_capacity(queue.len());
         let mut taken = Vec::with_capacity(give);
-        for t in queue.drain(..) {
-            if give > 0 && t.owner.load(Ordering::Relaxed) == UNSTARTED {
+        for t in queue.drain(..).rev() {
+            if give > 0 && is_unstarted(&t) {
                 give -= 1;
                 taken.push(t);
             } else {
-                kept.push_back(t);
+                kept.push_front(t);
             }
         }
         *queue = kept;
-        self.rt.workers[thief - 1].push_remote_many(taken);
+        self.me().queued.store(queue.len(), Ordering::Relaxed);
+        taken.reverse();
+        self.rt.workers[to].push_remote_many(taken);
     }
 
     /// Posts a steal request to the busiest other worker.
@@ -60,6 +110,17 @@ impl Local {
     /// Sleeps in epoll until woken or the next timer is due.
     pub(super) fn idle(&self) {
         crate::sched::recycle::release_if_asked();
+        let me = self.me();
+        // Busy workers that see us idle hand us unstarted tasks (see `share_with_idle`).
+        me.idle.store(true, Ordering::SeqCst);
+        self.rt.idlers.fetch_add(1, Ordering::SeqCst);
+        self.wait_for_work();
+        me.idle.store(false, Ordering::SeqCst);
+        self.rt.idlers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Spins briefly, then sleeps, until work, an interrupt, I/O or a timer is due.
+    fn wait_for_work(&self) {
         let me = self.me();
         // Spin a few microseconds first: a wakeup from a busy worker usually comes within
         // that, and costs a cache miss instead of an eventfd write and a kernel wakeup (tens of

@@ -14,9 +14,10 @@
 //! as usual; the worker loop resumes it from then on. A task that never ran may run on any
 //! worker, so starting it here moves nothing that has thread-local state.
 //!
-//! Not done when another worker asked for unstarted tasks (they could run in parallel there),
-//! when the joiner was cancelled or is unwinding (its join unwinds or returns at once), or
-//! outside a coroutine.
+//! A worker that another worker asked for unstarted tasks hands them over first (the newest
+//! half, so they run in parallel there), and then looks; once it has the task, it shares what
+//! else waits unstarted with an idle worker, if there is one. Not done when the joiner was cancelled
+//! or is unwinding (its join unwinds or returns at once), or outside a coroutine.
 
 use super::{Local, local};
 use crate::sched::task::{Task, UNSTARTED};
@@ -41,6 +42,8 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     // The queue is the worker's: no other coroutine of it may run until we are done with it.
     let _off = crate::preempt::RuntimeGuard::new();
     let Some(task) = local.take_unstarted(task) else { return };
+    // We are about to be busy with it: an idle worker may as well run what else waits here.
+    local.share_with_idle(true);
     local.current.set(Arc::as_ptr(&task));
     let outcome = local.start(&task);
     local.current.set(joiner);
@@ -52,11 +55,11 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
 }
 
 impl Local {
-    /// Takes `task` out of the run queue if it is at either end, and no other worker waits for
-    /// unstarted tasks to take over.
+    /// Takes `task` out of the run queue if it is at either end, after handing unstarted tasks
+    /// to a worker that asked for some (they may run there in parallel, `task` among them).
     fn take_unstarted(&self, task: &Arc<Task>) -> Option<Arc<Task>> {
         if self.me().steal_request.load(Ordering::Relaxed) != 0 {
-            return None;
+            self.answer_steal_request();
         }
         let queue = self.queue();
         if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
