@@ -62,11 +62,11 @@ pub(crate) fn new_task(
 /// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,
 /// keeps the record for a later spawn.
 pub(crate) fn give_back(task: Arc<Task>) {
-    let _off = crate::preempt::RuntimeGuard::new();
-    // A plain load first: the locked check in `get_mut` only when we look like the last holder.
+    // A plain load first: only the last holder keeps the record, and only on its own runtime.
     if Arc::strong_count(&task) != 1 || !worker::local().is_some_and(|l| Arc::ptr_eq(&l.rt, &task.rt)) {
         return;
     }
+    let _off = crate::preempt::RuntimeGuard::new();
     // Pairs with the release decrements of the other holders, as `Arc`'s own drop does: their
     // last uses happened before what follows.
     std::sync::atomic::fence(Ordering::Acquire);

@@ -206,6 +206,9 @@ pub(crate) struct Local {
     pub index: usize,
     pub rt: Arc<Shared>,
     queue: UnsafeCell<VecDeque<Arc<Task>>>,
+    /// How many tasks in `queue` have not started: kept by every push and pop of one, so that
+    /// sharing them with idle workers costs nothing when there are none.
+    unstarted: Cell<usize>,
     /// A task just woken here: it runs next, in the current slice.
     next: UnsafeCell<Option<Arc<Task>>>,
     /// Tasks woken by timers, in deadline order: they run before the run queue, after `next`.
@@ -309,6 +312,7 @@ pub(crate) fn schedule(task: Arc<Task>) {
     {
         if owner == UNSTARTED {
             local.queue().push_back(task);
+            local.unstarted.set(local.unstarted.get() + 1);
         } else if local.firing.get() {
             local.timer_woken().push_back(task);
         } else if let Some(displaced) = local.next().replace(task) {
@@ -336,6 +340,7 @@ impl Local {
             index,
             rt,
             queue: UnsafeCell::new(VecDeque::new()),
+            unstarted: Cell::new(0),
             next: UnsafeCell::new(None),
             timer_woken: UnsafeCell::new(VecDeque::new()),
             made_way: UnsafeCell::new(None),
@@ -431,7 +436,13 @@ impl Local {
             .or_else(|| self.made_way().take());
         match inherit {
             Some(t) => Some((t, false)),
-            None => self.queue().pop_front().map(|t| (t, true)),
+            None => {
+                let task = self.queue().pop_front()?;
+                if task.owner.load(Ordering::Relaxed) == UNSTARTED {
+                    self.unstarted.set(self.unstarted.get().saturating_sub(1));
+                }
+                Some((task, true))
+            }
         }
     }
 
@@ -457,7 +468,7 @@ impl Local {
             self.fire_timers();
             crate::interrupt::run_pending_on(&self.me().interrupts);
             self.answer_steal_request();
-            if self.queue().len() > 1 {
+            if self.queue().len() > 1 && self.unstarted.get() != 0 {
                 // More than we can run at once: an idle worker may take the unstarted ones.
                 self.share_with_idle(true);
             }
@@ -630,6 +641,11 @@ impl Local {
         }
         let mut q = me.remote.lock().unwrap_or_else(|e| e.into_inner());
         me.remote_len.store(0, Ordering::SeqCst);
+        let fresh = q
+            .iter()
+            .filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED)
+            .count();
+        self.unstarted.set(self.unstarted.get() + fresh);
         self.queue().extend(q.drain(..));
     }
 

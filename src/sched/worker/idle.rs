@@ -2,11 +2,13 @@
 //! and sleeping in epoll until work or a timer is due.
 
 use super::{EVENTFD_TOKEN, Local, SPIN, Task, UNSTARTED};
-use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// The most queued tasks one hand-over looks at.
+const SCAN: usize = 1024;
 
 fn is_unstarted(task: &Task) -> bool {
     task.owner.load(Ordering::Relaxed) == UNSTARTED
@@ -21,6 +23,7 @@ impl Local {
     pub(crate) fn push_unstarted(&self, task: Arc<Task>) {
         let queue = self.queue();
         queue.push_back(task);
+        self.unstarted.set(self.unstarted.get() + 1);
         if queue.len() > 1 {
             self.share_with_idle(false);
         }
@@ -36,7 +39,7 @@ impl Local {
         if self.rt.idlers.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let unstarted = self.queue().iter().filter(|t| is_unstarted(t)).count();
+        let unstarted = self.unstarted.get();
         let give = if busy { unstarted.div_ceil(2) } else { unstarted / 2 };
         if give == 0 {
             return;
@@ -64,7 +67,7 @@ impl Local {
             return;
         }
         me.steal_request.store(0, Ordering::Relaxed);
-        let give = self.queue().iter().filter(|t| is_unstarted(t)).count() / 2;
+        let give = self.unstarted.get() / 2;
         if give > 0 {
             self.hand_newest(give, thief - 1);
         }
@@ -72,22 +75,29 @@ impl Local {
 
     /// Moves our `give` newest unstarted tasks to worker `to`, in the order they were spawned:
     /// the newest, because a coroutine that joins its tasks in spawn order reaches them last.
+    /// Looks at no more than [`SCAN`] queued tasks from the back, where spawns put them.
     fn hand_newest(&self, mut give: usize, to: usize) {
         let queue = self.queue();
-        let mut kept = VecDeque::with_capacity(queue.len());
+        let mut passed = Vec::new();
         let mut taken = Vec::with_capacity(give);
-        for t in queue.drain(..).rev() {
-            if give > 0 && is_unstarted(&t) {
+        while give > 0
+            && passed.len() + taken.len() < SCAN
+            && let Some(t) = queue.pop_back()
+        {
+            if is_unstarted(&t) {
                 give -= 1;
                 taken.push(t);
             } else {
-                kept.push_front(t);
+                passed.push(t);
             }
         }
-        *queue = kept;
+        queue.extend(passed.into_iter().rev());
+        self.unstarted.set(self.unstarted.get().saturating_sub(taken.len()));
         self.me().queued.store(queue.len(), Ordering::Relaxed);
-        taken.reverse();
-        self.rt.workers[to].push_remote_many(taken);
+        if !taken.is_empty() {
+            taken.reverse();
+            self.rt.workers[to].push_remote_many(taken);
+        }
     }
 
     /// Posts a steal request to the busiest other worker.

@@ -62,12 +62,16 @@ impl Local {
             self.answer_steal_request();
         }
         let queue = self.queue();
-        if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
+        let taken = if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
             queue.pop_back()
         } else if queue.front().is_some_and(|t| Arc::ptr_eq(t, task)) {
             queue.pop_front()
         } else {
             None
+        };
+        if taken.is_some() {
+            self.unstarted.set(self.unstarted.get().saturating_sub(1));
         }
+        taken
     }
 }
