@@ -6,10 +6,11 @@
 //! and when the thread exits, they go back to the process-wide reserve, which returns their
 //! cold pages to the kernel once it holds more than it should keep warm.
 
-use super::{Stack, reserve, stride_for};
+use super::{Header, Stack, reserve, stride_for};
 use crate::context::boot;
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::io;
+use std::ptr::NonNull;
 
 /// Idle stacks a thread keeps per size; past that it hands half to the process at once.
 const POOL_CAP: usize = 4096;
@@ -69,11 +70,30 @@ impl Drop for Pool {
         for (_, stacks) in self.classes.drain(..) {
             reserve::give_idle(stacks);
         }
+        POOL_GONE.with(|gone| gone.set(true));
+        if let Some(spare) = take_spare() {
+            reserve::give_idle([spare]);
+        }
     }
 }
 
 thread_local! {
     static POOL: UnsafeCell<Pool> = UnsafeCell::new(Pool::default());
+    /// The stack given back last, kept beside the pool: a coroutine that ends and the next
+    /// that starts (a spawn and its join, a storm) trade it without a look into the pool. It
+    /// has no destructor, so reaching it costs no lazy-initialisation check; the pool's own
+    /// destructor hands it on when the thread exits.
+    static SPARE: Cell<Option<NonNull<Header>>> = const { Cell::new(None) };
+    /// Set when the pool's destructor ran (the thread is exiting): the spare is not used then.
+    static POOL_GONE: Cell<bool> = const { Cell::new(false) };
+    /// Coroutines started on the spare stack (counted in [`PoolStats::taken`]).
+    static SPARE_TAKEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Takes the spare stack, if there is one. The caller holds preemption off.
+fn take_spare() -> Option<Stack> {
+    // SAFETY: a header in SPARE is an idle booted stack that only SPARE owned.
+    SPARE.with(Cell::take).map(|h| unsafe { Stack::from_header(h) })
 }
 
 /// Runs `f` on this thread's pool, or returns `None` while the thread is being torn down.
@@ -90,6 +110,17 @@ fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
 /// pool, booting new ones when it is empty.
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
     let stride = stride_for(size);
+    {
+        // A coroutine preempted between the take and the count would let another one in.
+        let _off = crate::preempt::RuntimeGuard::new();
+        if let Some(spare) = take_spare() {
+            if spare.stride() == stride {
+                SPARE_TAKEN.with(|n| n.set(n.get() + 1));
+                return Ok(spare);
+            }
+            give_to_pool(spare);
+        }
+    }
     let taken = with_pool(|pool| {
         if let Some(stack) = pool.class(stride).pop() {
             pool.stats.taken += 1;
@@ -110,8 +141,18 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
     }
 }
 
-/// Gives an idle stack (its trampoline waiting for a job) back to this thread's pool.
+/// Gives an idle stack (its trampoline waiting for a job) back to this thread: as the spare
+/// if there is none, else to the pool.
 pub(crate) fn give(stack: Stack) {
+    let _off = crate::preempt::RuntimeGuard::new();
+    if SPARE.with(|s| s.get().is_none()) && !POOL_GONE.with(Cell::get) {
+        SPARE.with(|s| s.set(Some(stack.into_header())));
+        return;
+    }
+    give_to_pool(stack);
+}
+
+fn give_to_pool(stack: Stack) {
     let stride = stack.stride();
     let mut stack = Some(stack);
     let overflow = with_pool(|pool| {
@@ -137,6 +178,10 @@ pub fn release_idle_memory() {
         for (_, stacks) in &pool.classes {
             stacks.iter().for_each(reserve::release_cold_pages);
         }
+        if let Some(spare) = take_spare() {
+            reserve::release_cold_pages(&spare);
+            SPARE.with(|s| s.set(Some(spare.into_header())));
+        }
     });
     reserve::release_all_idle();
 }
@@ -144,8 +189,14 @@ pub fn release_idle_memory() {
 /// This thread's pool statistics.
 pub fn thread_stats() -> PoolStats {
     with_pool(|pool| {
-        let idle = pool.classes.iter().map(|(_, s)| s.len()).sum();
-        PoolStats { idle, ..pool.stats }
+        let spare = SPARE.with(|s| s.get().is_some());
+        let idle = pool.classes.iter().map(|(_, s)| s.len()).sum::<usize>() + usize::from(spare);
+        let taken = pool.stats.taken + SPARE_TAKEN.with(Cell::get);
+        PoolStats {
+            idle,
+            taken,
+            ..pool.stats
+        }
     })
     .unwrap_or_default()
 }
