@@ -205,3 +205,24 @@ fn a_scoped_coroutine_can_join_a_sibling_while_the_scope_waits() {
         });
     }
 }
+
+#[test]
+fn a_cancelled_scope_owner_waits_for_its_coroutines_without_spinning() {
+    // One worker and no preemption: an owner that spun instead of parking would never let
+    // the scoped coroutine run, and this would hang (the helper fails it after a minute).
+    on_one_worker(None, || {
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        let owner = sigcoro::spawn(move || {
+            sigcoro::scope(|s| {
+                s.spawn(|| sigcoro::sleep(Duration::from_millis(20)));
+            });
+            f.store(true, Ordering::SeqCst); // the scope ended; the next wait unwinds
+            sigcoro::yield_now();
+        });
+        sigcoro::yield_now(); // the owner starts and waits for its scope
+        owner.cancel();
+        assert!(owner.join().unwrap_err().is_cancelled());
+        assert!(finished.load(Ordering::SeqCst), "the scope waited for its coroutine");
+    });
+}

@@ -110,6 +110,13 @@ fn start_cancel_unwind() {
 #[inline(always)]
 pub(crate) fn wait(task: &Task, action: Action) {
     check_cancelled(task);
+    wait_uncancelled(task, action);
+    check_cancelled(task);
+}
+
+/// [`wait`] without its cancellation checks.
+#[inline(always)]
+fn wait_uncancelled(task: &Task, action: Action) {
     if std::thread::panicking() {
         return;
     }
@@ -126,7 +133,6 @@ pub(crate) fn wait(task: &Task, action: Action) {
     // Only this task's worker touches the number: a plain load and store, no locked add.
     task.wait_seq
         .store(task.wait_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    check_cancelled(task);
 }
 
 /// Parks the caller until its token is set or `deadline` passes (never, for `None`); may
@@ -159,5 +165,25 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         return;
     }
     wait(task, Action::Park(deadline));
+    task.park.store(EMPTY, Ordering::Release);
+}
+
+/// Parks like [`park_until`] with no deadline, but is no cancellation point: for a wait that
+/// must outlast a cancellation (a scope waiting for the coroutines that borrow from it). A
+/// cancellation wakes it, as any unpark does.
+pub(crate) fn park_uncancelled() {
+    let Some(task) = current_task() else {
+        std::thread::park();
+        return;
+    };
+    if task.park.load(Ordering::Relaxed) == NOTIFIED
+        && task
+            .park
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        return;
+    }
+    wait_uncancelled(task, Action::Park(None));
     task.park.store(EMPTY, Ordering::Release);
 }

@@ -50,7 +50,7 @@ where
     // wait is on the scope's own count, not on the coroutines' join handles, which a
     // coroutine of the scope may be joining meanwhile. Never unwinds for cancellation.
     while scope.data.running.load(Ordering::Acquire) != 0 {
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| park::park_until(None)));
+        park::park_uncancelled();
     }
     match result {
         Err(payload) => panic::resume_unwind(payload),

@@ -3,8 +3,9 @@
 //!
 //! A coroutine that has run stays on its worker: Rust and libc cache thread-local addresses in
 //! registers, so moving a suspended coroutine to another thread would corrupt them. Tasks that
-//! have not run yet may go anywhere: an idle worker posts a steal request to a busy one, which
-//! hands over half of its unstarted tasks at its next scheduling point.
+//! have not run yet may go anywhere: a busy worker hands some to an idle one when it spawns,
+//! joins in place, or goes round its loop (`idle.rs`), and an idle worker also posts a steal
+//! request that the busy one answers at its next scheduling point.
 //!
 //! Wakeups from other threads go to the owner's remote queue; the waker writes the owner's
 //! eventfd only if the owner said it was going to sleep (`sleeping`), with SeqCst on both sides
@@ -174,6 +175,24 @@ impl WorkerShared {
         self.push_remote_many(std::iter::once(task));
     }
 
+    /// Hands this worker unstarted tasks from another, unless the runtime is shutting down:
+    /// then they come back, since this worker may have taken its remote queue for the last
+    /// time. The flag is read under the queue's lock, which that last take also holds after
+    /// it saw the flag, so a hand-over either comes before it or sees the flag.
+    fn hand_over(&self, rt: &Shared, tasks: Vec<Arc<Task>>) -> Result<(), Vec<Arc<Task>>> {
+        let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        if rt.shutdown.load(Ordering::SeqCst) {
+            return Err(tasks);
+        }
+        q.extend(tasks);
+        self.remote_len.store(q.len(), Ordering::SeqCst);
+        drop(q);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
+        Ok(())
+    }
+
     fn push_remote_many(&self, tasks: impl IntoIterator<Item = Arc<Task>>) {
         let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         q.extend(tasks);
@@ -218,7 +237,8 @@ pub(crate) struct Local {
     /// Whether timers are firing now (their wake-ups go to `timer_woken`).
     firing: Cell<bool>,
     /// Set when a task that a joiner ran in its own place was preempted: the slice is over, and
-    /// the worker looks at its timers and remote queue once the joiner switches out.
+    /// the worker looks at its timers and remote queue once control is back in its loop (for
+    /// nested joins in place, once the outermost joiner switches out).
     slice_over: Cell<bool>,
     /// Whether the last switch out was a preemption: the next slice is stamped with its start
     /// time for the timer thread.
@@ -251,7 +271,8 @@ pub(crate) fn local() -> Option<&'static Local> {
 
 /// Whether the calling coroutine is the only live one on its worker and nothing else is
 /// queued there or on its way: blocking the worker then holds up nobody (`blocking` runs its
-/// closure inline). False outside a runtime.
+/// closure inline). Joiners that started the caller in their place and never suspended are not
+/// counted: they wait for the caller anyway. False outside a runtime.
 pub(crate) fn current_runs_alone() -> bool {
     let Some(local) = local() else { return false };
     // SAFETY: the registry is this thread's; we only read its lengths.

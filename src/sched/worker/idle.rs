@@ -53,8 +53,11 @@ impl Local {
                     .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
         });
-        if let Some(to) = idle {
-            self.hand_newest(give, to);
+        if let Some(to) = idle
+            && self.hand_newest(give, to) == 0
+        {
+            // Nothing to hand over after all: it is still (as far as we know) idle.
+            self.rt.workers[to].idle.store(true, Ordering::SeqCst);
         }
     }
 
@@ -76,7 +79,9 @@ impl Local {
     /// Moves our `give` newest unstarted tasks to worker `to`, in the order they were spawned:
     /// the newest, because a coroutine that joins its tasks in spawn order reaches them last.
     /// Looks at no more than [`SCAN`] queued tasks from the back, where spawns put them.
-    fn hand_newest(&self, mut give: usize, to: usize) {
+    /// Returns how many went; none once the runtime is shutting down (they stay here, and this
+    /// worker's own shutdown cancels them).
+    fn hand_newest(&self, mut give: usize, to: usize) -> usize {
         let queue = self.queue();
         let mut passed = Vec::new();
         let mut taken = Vec::with_capacity(give);
@@ -91,13 +96,23 @@ impl Local {
                 passed.push(t);
             }
         }
+        // What we passed over goes back first, in its old order.
         queue.extend(passed.into_iter().rev());
-        self.unstarted.set(self.unstarted.get().saturating_sub(taken.len()));
+        taken.reverse();
+        let count = taken.len();
+        let handed = match count {
+            0 => 0,
+            _ => match self.rt.workers[to].hand_over(&self.rt, taken) {
+                Ok(()) => count,
+                Err(back) => {
+                    queue.extend(back);
+                    0
+                }
+            },
+        };
+        self.unstarted.set(self.unstarted.get().saturating_sub(handed));
         self.me().queued.store(queue.len(), Ordering::Relaxed);
-        if !taken.is_empty() {
-            taken.reverse();
-            self.rt.workers[to].push_remote_many(taken);
-        }
+        handed
     }
 
     /// Posts a steal request to the busiest other worker.

@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 /// From `join`: if `task` has not started and waits at either end of the calling coroutine's
 /// worker queue, runs it now, in the caller's place, until it ends or first suspends.
 pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
+    // A plain look first, for the common case of a task that has started or ended.
     if task.owner.load(Ordering::Relaxed) != UNSTARTED {
         return;
     }
@@ -40,13 +41,24 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
         return;
     }
     // The queue is the worker's: no other coroutine of it may run until we are done with it.
+    // Whether the task is still unstarted is decided under this guard (`take_unstarted`): a
+    // preemption since the look above may have let the worker start it.
     let _off = crate::preempt::RuntimeGuard::new();
     let Some(task) = local.take_unstarted(task) else { return };
     // We are about to be busy with it: an idle worker may as well run what else waits here.
     local.share_with_idle(true);
-    local.current.set(Arc::as_ptr(&task));
-    let outcome = local.start(&task);
-    local.current.set(joiner);
+    let outcome = {
+        /// Points `current` back at the joiner however the start ends.
+        struct Restore<'a>(&'a Local, *const Task);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.current.set(self.1);
+            }
+        }
+        let _restore = Restore(local, joiner);
+        local.current.set(Arc::as_ptr(&task));
+        local.start(&task)
+    };
     if let Some(outcome) = outcome
         && local.settle(task, outcome)
     {
@@ -55,11 +67,15 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
 }
 
 impl Local {
-    /// Takes `task` out of the run queue if it is at either end, after handing unstarted tasks
-    /// to a worker that asked for some (they may run there in parallel, `task` among them).
+    /// Takes `task` out of the run queue if it has not started and is at either end, after
+    /// handing unstarted tasks to a worker that asked for some (they may run there in
+    /// parallel, `task` among them). The caller holds preemption off.
     fn take_unstarted(&self, task: &Arc<Task>) -> Option<Arc<Task>> {
         if self.me().steal_request.load(Ordering::Relaxed) != 0 {
             self.answer_steal_request();
+        }
+        if task.owner.load(Ordering::Relaxed) != UNSTARTED {
+            return None;
         }
         let queue = self.queue();
         let taken = if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
