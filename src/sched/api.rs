@@ -369,7 +369,8 @@ pub fn sleep(dur: Duration) {
 pub fn sleep_until(deadline: Instant) {
     let task = running("sleep_until");
     while Instant::now() < deadline {
-        wait(task, Action::Sleep(deadline));
+        task.deadline.set(Some(deadline));
+        wait(task, Action::Sleep);
     }
     check_cancelled(task);
 }

@@ -164,7 +164,13 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         check_cancelled(task);
         return;
     }
-    wait(task, Action::Park(deadline));
+    task.deadline.set(deadline);
+    wait(
+        task,
+        Action::Park {
+            timed: deadline.is_some(),
+        },
+    );
     task.park.store(EMPTY, Ordering::Release);
 }
 
@@ -184,6 +190,6 @@ pub(crate) fn park_uncancelled() {
     {
         return;
     }
-    wait_uncancelled(task, Action::Park(None));
+    wait_uncancelled(task, Action::Park { timed: false });
     task.park.store(EMPTY, Ordering::Release);
 }

@@ -31,20 +31,25 @@ pub(crate) const UNSTARTED: usize = usize::MAX;
 /// A task's whole work, type-erased: run the user's closure and deliver its outcome.
 pub(crate) type Body = Box<dyn FnOnce() + Send>;
 
-/// What a task's coroutine asks of its worker when it suspends.
+/// What a task's coroutine asks of its worker when it suspends. It fits in a register, so it
+/// crosses the switch without a trip through memory (a value read back from the coroutine's
+/// stack right after the switch costs a failed store-to-load forward); a deadline waits in
+/// [`Task::deadline`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Action {
     /// Run me again after the others queued now.
     Yield,
-    /// Park me until unparked, or until the deadline.
-    Park(Option<Instant>),
-    /// Wake me at the deadline (or on cancellation); park tokens are left alone.
-    Sleep(Instant),
+    /// Park me until unparked, or (`timed`) until my deadline.
+    Park { timed: bool },
+    /// Wake me at my deadline (or on cancellation); park tokens are left alone.
+    Sleep,
     /// I was preempted: by the signal's handler (`signal`: unblock the signal), or at a safe
     /// point. If my slice expired, requeue me at the back; if I only made way for a due timer
     /// (`front`), at the front, to go on after the coroutines it woke.
     Preempted { signal: bool, front: bool },
 }
+
+const _: () = assert!(size_of::<Action>() <= size_of::<usize>());
 
 /// A task's outcome: its value, or how it failed.
 pub(crate) type Outcome = Result<super::value::Value, JoinErrorKind>;
@@ -80,6 +85,9 @@ pub(crate) struct Task {
     pub unwound: AtomicBool,
     /// Slot in its worker's registry of live tasks (owner thread only).
     pub slot: AtomicUsize,
+    /// The deadline of the wait it suspends for ([`Action::Park`] timed, [`Action::Sleep`]):
+    /// set by the task, read by its worker as it settles it (running worker only).
+    pub deadline: Cell<Option<Instant>>,
     /// The coroutine's yielder, set when it starts (running worker only).
     pub yielder: Cell<*const Yielder<(), Action>>,
     /// No-preempt depth: user regions plus the runtime's own critical sections. Starts at 1
@@ -133,6 +141,7 @@ impl Task {
             cancelled: AtomicBool::new(false),
             unwound: AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
+            deadline: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             join_state: AtomicU8::new(RUNNING),
             outcome: UnsafeCell::new(None),
@@ -166,6 +175,7 @@ impl Task {
             cancelled,
             unwound,
             slot,
+            deadline,
             yielder,
             preempt_off,
             in_handler,
@@ -191,6 +201,7 @@ impl Task {
         *cancelled.get_mut() = false;
         *unwound.get_mut() = false;
         *slot.get_mut() = usize::MAX;
+        deadline.set(None);
         yielder.set(std::ptr::null());
         *preempt_off.get_mut() = 1;
         *in_handler.get_mut() = false;

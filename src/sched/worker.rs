@@ -596,8 +596,9 @@ impl Local {
                 }
                 return true;
             }
-            Action::Park(deadline) => {
-                if let Some(d) = deadline {
+            Action::Park { timed } => {
+                if timed {
+                    let d = task.deadline.get().expect("a timed park has a deadline");
                     let seq = task.wait_seq.load(Ordering::Relaxed);
                     self.timers().push(d, seq, TimerKind::Park, task.clone());
                     self.publish_deadline();
@@ -610,7 +611,8 @@ impl Local {
                     self.queue().push_back(task);
                 }
             }
-            Action::Sleep(deadline) => {
+            Action::Sleep => {
+                let deadline = task.deadline.get().expect("a sleep has a deadline");
                 let seq = task.wait_seq.load(Ordering::Relaxed);
                 task.sleeping.store(true, Ordering::Release);
                 self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
