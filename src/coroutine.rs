@@ -206,7 +206,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// # Safety
     ///
     /// `got` is what this coroutine's last switch out carried, read once.
-    #[inline]
+    #[inline(always)]
     unsafe fn settle(&mut self, got: Transfer) -> CoroutineResult<Y, R> {
         if got.tag == tag::VALUE {
             // SAFETY: the coroutine encoded a `Y` and waits while we read it.
@@ -360,6 +360,7 @@ pub(crate) type Started<I, Y, R> = (Coroutine<I, Y, R>, CoroutineResult<Y, R>);
 /// suspends or ends, in one switch (no separate hand-over of the closure). `on_stack` gets the
 /// stack's bounds `[lo, hi)` before the closure runs. `size` was checked by
 /// [`stack::validate_size`]; `id` and `name` go into overflow reports.
+#[inline(always)]
 pub(crate) fn start_checked<I, Y, R, F>(
     id: u64,
     name: Option<&str>,

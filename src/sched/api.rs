@@ -181,6 +181,7 @@ pub(crate) fn finish(task: &Task, result: super::task::Outcome) {
 /// comes from the running worker's pool, and `on_stack` (the worker's bookkeeping) runs once the
 /// stack is there, before the task does. On failure (no stack could be had) the task ends with
 /// that error as its panic, and `None` comes back.
+#[inline(always)]
 pub(crate) fn start_coroutine(task: &Task, on_stack: impl FnOnce()) -> Option<coroutine::Started<(), Action, ()>> {
     // SAFETY: the caller is the worker running the task.
     let body = unsafe { task.body().take() }.expect("an unstarted task has its body");

@@ -628,6 +628,7 @@ impl Local {
     /// Makes an unstarted task's coroutine and enters it, until it first suspends; the task is
     /// this worker's for good from the moment it has a stack. `None` when no stack could be
     /// had: the task ended with that error.
+    #[inline(always)]
     fn start(&self, task: &Arc<Task>) -> Option<CoroutineResult<Action, ()>> {
         let adopt = || task.owner.store(self.index, Ordering::Release);
         let (co, outcome) = super::api::start_coroutine(task, adopt)?;
