@@ -150,13 +150,7 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         }
         return;
     };
-    // A plain load first: the locked exchange only when a token is there to take.
-    if task.park.load(Ordering::Relaxed) == NOTIFIED
-        && task
-            .park
-            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    {
+    if take_token(task) {
         check_cancelled(task);
         return;
     }
@@ -182,14 +176,20 @@ pub(crate) fn park_uncancelled() {
         std::thread::park();
         return;
     };
-    if task.park.load(Ordering::Relaxed) == NOTIFIED
-        && task
-            .park
-            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    {
+    if take_token(task) {
         return;
     }
     wait_uncancelled(task, Action::Park { timed: false });
     task.park.store(EMPTY, Ordering::Release);
+}
+
+/// Consumes the task's park token if it is set. A plain load first: the locked exchange only
+/// when a token is there to take.
+#[inline(always)]
+fn take_token(task: &Task) -> bool {
+    task.park.load(Ordering::Relaxed) == NOTIFIED
+        && task
+            .park
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
 }

@@ -142,10 +142,11 @@ impl<'scope, 'env> Scope<'scope, 'env> {
                 }
             }
         });
-        // SAFETY: `scope` returns only after every `Running` made here has dropped what it
-        // holds (the closure and the value slot, all that may borrow for 'scope), whether the
-        // coroutine ran, panicked or never started; nothing in `body` outlives that but its
-        // `Arc<ScopeData>`, which borrows nothing.
+        // Only the lifetime changes. `scope` returns only after every `Running` made here has
+        // dropped what it holds (the closure and the value slot, all that may borrow for
+        // 'scope), whether the coroutine ran, panicked or never started; nothing in `body`
+        // outlives that but its `Arc<ScopeData>`, which borrows nothing.
+        // SAFETY: as just said, no borrow in `body` is used after 'scope ends.
         let body: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(body) };
         let handle = Builder::new()
             .spawn(body)
