@@ -258,6 +258,19 @@ pub(crate) struct Local {
 
 thread_local! {
     static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
+    /// This worker's count of slices begun (`PreemptWatch::slice_seq`), reachable in one
+    /// thread-local load: waiters look at it around every spin-yield.
+    static SLICES: Cell<*const std::sync::atomic::AtomicU64> = const { Cell::new(std::ptr::null()) };
+}
+
+/// How many slices this worker has begun so far (0 off a worker): a task that yields and
+/// comes back sees from it how many others ran meanwhile.
+#[inline]
+pub(crate) fn slices_begun() -> u64 {
+    let p = SLICES.with(Cell::get);
+    // SAFETY: a worker points it at its own `PreemptWatch`, which outlives every task it runs,
+    // and clears it before it returns.
+    unsafe { p.as_ref() }.map_or(0, |n| n.load(Ordering::Relaxed))
 }
 
 /// The worker state of this thread, if it is a worker.
@@ -377,6 +390,7 @@ impl Local {
         };
         LOCAL.with(|l| l.set(&local));
         let watch = &local.rt.workers[index].preempt;
+        SLICES.with(|s| s.set(&watch.slice_seq));
         // SAFETY: gettid has no preconditions.
         watch.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
         let mut clock: libc::clockid_t = 0;
@@ -392,6 +406,7 @@ impl Local {
         while watch.flag_users.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();
         }
+        SLICES.with(|s| s.set(std::ptr::null()));
         LOCAL.with(|l| l.set(std::ptr::null()));
     }
 

@@ -176,13 +176,12 @@ impl<T> Node<T> {
                 // running task, which is alive while it runs.
                 let task = unsafe { task.as_ref() };
                 // Yield once to the rest of the run queue.
-                let slices = &task.rt.workers[task.owner.load(Ordering::Relaxed)].preempt.slice_seq;
-                let before = slices.load(Ordering::Relaxed);
+                let before = crate::sched::worker::slices_begun();
                 wait(task, Action::Yield);
                 // Our turn came back after more than one other task started a slice (our own
                 // return counts one): this worker is busy, and a woken coroutine runs sooner than
                 // one that yielded.
-                if slices.load(Ordering::Relaxed).wrapping_sub(before) > 2 {
+                if crate::sched::worker::slices_begun().wrapping_sub(before) > 2 {
                     NO_SPIN.with(|n| n.set(SPIN_BACKOFF));
                 }
                 if self.is_done() {
