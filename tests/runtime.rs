@@ -530,3 +530,37 @@ fn spawned_coroutines_spread_to_an_idle_worker() {
     });
     assert!(spread, "no spawned coroutine ever ran on the idle worker");
 }
+
+/// Coroutines that keep spawning (and handing tasks to the idle worker) while the runtime
+/// shuts down: every spawned closure either runs or is dropped unrun, none is stranded.
+#[test]
+fn spawns_racing_a_shutdown_lose_no_closure() {
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    for _ in 0..20 {
+        let made = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let (m, d) = (made.clone(), dropped.clone());
+        drop(rt.spawn(move || {
+            loop {
+                for _ in 0..64 {
+                    let count = Count(d.clone());
+                    m.fetch_add(1, Ordering::SeqCst);
+                    // Fails (and drops the closure) once the shutdown began.
+                    if let Ok(h) = sigcoro::Builder::new().spawn(move || drop(count)) {
+                        drop(h);
+                    }
+                }
+                sigcoro::yield_now(); // unwinds once cancelled by the shutdown
+            }
+        }));
+        std::thread::sleep(Duration::from_millis(5));
+        rt.shutdown();
+        assert_eq!(made.load(Ordering::SeqCst), dropped.load(Ordering::SeqCst));
+    }
+}

@@ -115,7 +115,16 @@ impl Builder {
         worker::count_spawn(here, rt);
         match here {
             Some(local) => local.push_unstarted(task.clone()),
-            None => worker::schedule(task.clone()),
+            None => {
+                if let Err(task) = worker::schedule_new(rt, task.clone()) {
+                    // Shut down meanwhile: the closure is dropped here, never run.
+                    worker::uncount_spawn_elsewhere(rt);
+                    drop(task);
+                    return Err(io::Error::other(
+                        "sigcoro: cannot spawn: the runtime has been shut down",
+                    ));
+                }
+            }
         }
         Ok(JoinHandle {
             task,

@@ -175,10 +175,11 @@ impl WorkerShared {
         self.push_remote_many(std::iter::once(task));
     }
 
-    /// Hands this worker unstarted tasks from another, unless the runtime is shutting down:
-    /// then they come back, since this worker may have taken its remote queue for the last
-    /// time. The flag is read under the queue's lock, which that last take also holds after
-    /// it saw the flag, so a hand-over either comes before it or sees the flag.
+    /// Hands this worker unstarted tasks from another thread, unless the runtime is shutting
+    /// down: then they come back, since this worker may have taken its remote queue for the
+    /// last time. The flag is read under the queue's lock, which every take of a worker that
+    /// saw the flag also holds (`Local::take_remote`), so a hand-over either comes before the
+    /// last take or sees the flag.
     fn hand_over(&self, rt: &Shared, tasks: Vec<Arc<Task>>) -> Result<(), Vec<Arc<Task>>> {
         let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         if rt.shutdown.load(Ordering::SeqCst) {
@@ -308,6 +309,11 @@ pub(crate) fn count_spawn(here: Option<&Local>, rt: &Arc<Shared>) {
     }
 }
 
+/// Takes back the count of a spawn from elsewhere whose task never got queued.
+pub(crate) fn uncount_spawn_elsewhere(rt: &Shared) {
+    rt.spawned_elsewhere.fetch_sub(1, Ordering::AcqRel);
+}
+
 /// Counts a task's end (always on a worker of its runtime: tasks end where they run).
 pub(crate) fn count_end(rt: &Arc<Shared>) {
     let l = local().expect("a task ends on a worker");
@@ -329,6 +335,15 @@ pub(crate) fn disarm_alarm() {
     {
         alarm.disarm(&l.me().preempt);
     }
+}
+
+/// Queues a new task from a thread that is not one of `rt`'s workers, on the next worker in
+/// turn; the task comes back if the runtime is shutting down (its workers may be gone).
+pub(crate) fn schedule_new(rt: &Shared, task: Arc<Task>) -> Result<(), Arc<Task>> {
+    let target = rt.next_worker.fetch_add(1, Ordering::Relaxed) % rt.workers.len();
+    rt.workers[target]
+        .hand_over(rt, vec![task])
+        .map_err(|mut back| back.pop().expect("the task came back"))
 }
 
 /// Makes a task runnable on the right worker.
@@ -508,14 +523,16 @@ impl Local {
                 // More than we can run at once: an idle worker may take the unstarted ones.
                 self.share_with_idle(true);
             }
+            // Shutdown does not wait for the run queue to drain: coroutines that keep yielding
+            // (or keep being preempted) would hold it off for ever. `shut_down` cancels them.
+            if self.rt.shutdown.load(Ordering::Acquire) {
+                return;
+            }
             if self.has_work() {
                 if self.io.has_waiters() {
                     self.poll_io(0);
                 }
                 continue;
-            }
-            if self.rt.shutdown.load(Ordering::Acquire) {
-                return;
             }
             self.ask_for_work();
             self.idle();
@@ -675,7 +692,9 @@ impl Local {
 
     fn take_remote(&self) {
         let me = self.me();
-        if me.remote_len.load(Ordering::SeqCst) == 0 {
+        // Once shutting down, always under the lock: a hand-over that read the flag as unset
+        // under the same lock has then pushed its tasks before we look (see `hand_over`).
+        if me.remote_len.load(Ordering::SeqCst) == 0 && !self.rt.shutdown.load(Ordering::SeqCst) {
             return;
         }
         let mut q = me.remote.lock().unwrap_or_else(|e| e.into_inner());
