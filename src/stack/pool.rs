@@ -142,7 +142,9 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 }
 
 /// Gives an idle stack (its trampoline waiting for a job) back to this thread: as the spare
-/// if there is none, else to the pool.
+/// if there is none, else to the pool. A thread gives back only stacks it took (coroutines
+/// never change threads once started), and its first take made its pool, whose destructor
+/// hands the spare on when the thread exits.
 pub(crate) fn give(stack: Stack) {
     let _off = crate::preempt::RuntimeGuard::new();
     if SPARE.with(|s| s.get().is_none()) && !POOL_GONE.with(Cell::get) {
