@@ -58,7 +58,7 @@ fn wake_watchers(watchers: &[(u64, Unparker)]) {
 
 impl<T> State<T> {
     /// Hands `v` to the oldest blocked receiver, if there is one.
-    #[inline]
+    #[inline(always)]
     fn hand_off(&mut self, v: T) -> Result<Wake, T> {
         match self.recv_waiters.pop_front() {
             // SAFETY: just unlinked, under the lock.
@@ -75,7 +75,7 @@ impl<T> State<T> {
 }
 
 /// Unlocks, then wakes (with preemption still held off).
-#[inline]
+#[inline(always)]
 fn unlock_and_wake<T>(st: SpinGuard<'_, State<T>>, wake: Wake) {
     let off = st.unlock();
     wake.run(&off);
@@ -179,7 +179,7 @@ impl<T> Chan<T> {
         self.pop_some(st)
     }
 
-    #[inline(never)]
+    #[inline]
     fn pop_some(&self, st: &mut State<T>) -> Option<(T, Wake)> {
         let (v, wake) = match st.queue.pop_front() {
             Some(v) => {

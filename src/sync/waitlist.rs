@@ -244,6 +244,7 @@ impl<T> Node<T> {
 
     /// Takes what is in the slot. For the owner only, once nobody else can reach the node: it
     /// is done, or the owner unlinked it itself.
+    #[inline(always)]
     pub(super) fn take(&self) -> Option<T> {
         // SAFETY: nobody else reaches the node any more: a completer stored `DONE` after its
         // last access (release ordering, paired with the owner's acquire load of it), or
@@ -257,6 +258,7 @@ impl<T> Node<T> {
     /// # Safety
     ///
     /// `node` must have been unlinked by the caller, who still holds the lock of the list.
+    #[inline(always)]
     pub(super) unsafe fn complete(node: NonNull<Node<T>>, f: impl FnOnce(&mut Option<T>)) -> Wake {
         // SAFETY: a node is alive while linked and until its owner saw it done or took the lock
         // after we release it: its owner is still waiting.
