@@ -115,16 +115,14 @@ impl Builder {
         worker::count_spawn(here, rt);
         match here {
             Some(local) => local.push_unstarted(task.clone()),
-            None => {
-                if let Err(task) = worker::schedule_new(rt, task.clone()) {
-                    // Shut down meanwhile: the closure is dropped here, never run.
-                    worker::uncount_spawn_elsewhere(rt);
-                    drop(task);
-                    return Err(io::Error::other(
-                        "sigcoro: cannot spawn: the runtime has been shut down",
-                    ));
-                }
+            // Shut down meanwhile: the task, and the closure in it, are dropped unrun.
+            None if worker::schedule_new(rt, task.clone()).is_err() => {
+                worker::uncount_spawn_elsewhere(rt);
+                return Err(io::Error::other(
+                    "sigcoro: cannot spawn: the runtime has been shut down",
+                ));
             }
+            None => {}
         }
         Ok(JoinHandle {
             task,

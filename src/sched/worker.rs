@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod idle;
@@ -171,8 +171,10 @@ impl WorkerShared {
         })
     }
 
+    /// Queues a woken task that this worker owns.
     fn push_remote(&self, task: Arc<Task>) {
-        self.push_remote_many(std::iter::once(task));
+        let q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        self.queue_and_wake(q, [task]);
     }
 
     /// Hands this worker unstarted tasks from another thread, unless the runtime is shutting
@@ -181,21 +183,16 @@ impl WorkerShared {
     /// saw the flag also holds (`Local::take_remote`), so a hand-over either comes before the
     /// last take or sees the flag.
     fn hand_over(&self, rt: &Shared, tasks: Vec<Arc<Task>>) -> Result<(), Vec<Arc<Task>>> {
-        let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        let q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         if rt.shutdown.load(Ordering::SeqCst) {
             return Err(tasks);
         }
-        q.extend(tasks);
-        self.remote_len.store(q.len(), Ordering::SeqCst);
-        drop(q);
-        if self.sleeping.load(Ordering::SeqCst) {
-            self.wake();
-        }
+        self.queue_and_wake(q, tasks);
         Ok(())
     }
 
-    fn push_remote_many(&self, tasks: impl IntoIterator<Item = Arc<Task>>) {
-        let mut q = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+    /// Appends to the remote queue whose lock `q` holds, then wakes the worker if it sleeps.
+    fn queue_and_wake(&self, mut q: MutexGuard<'_, Vec<Arc<Task>>>, tasks: impl IntoIterator<Item = Arc<Task>>) {
         q.extend(tasks);
         self.remote_len.store(q.len(), Ordering::SeqCst);
         drop(q);
@@ -346,36 +343,31 @@ pub(crate) fn schedule_new(rt: &Shared, task: Arc<Task>) -> Result<(), Arc<Task>
         .map_err(|mut back| back.pop().expect("the task came back"))
 }
 
-/// Makes a task runnable on the right worker.
+/// Makes a woken task (it was parked or asleep, so it has run) runnable on its worker.
 ///
-/// A woken task that has run here before takes the `next` slot (the one it displaces goes to
-/// the back): a coroutine that slept or waited runs right after the current one, within the
-/// current slice, so wake-ups are served fast while CPU-bound coroutines queue at the back. New
-/// tasks go to the back.
+/// On its own worker it takes the `next` slot (the one it displaces goes to the back): a
+/// coroutine that slept or waited runs right after the current one, within the current slice,
+/// so wake-ups are served fast while CPU-bound coroutines queue at the back. Unstarted tasks
+/// never come here: spawns queue them (`Local::push_unstarted`, `schedule_new`).
 pub(crate) fn schedule(task: Arc<Task>) {
     let _off = crate::preempt::RuntimeGuard::new();
     let owner = task.owner.load(Ordering::Acquire);
+    debug_assert_ne!(owner, UNSTARTED, "only a task that has run is woken");
     if let Some(local) = local()
         && Arc::ptr_eq(&local.rt, &task.rt)
-        && (owner == local.index || owner == UNSTARTED)
+        && owner == local.index
     {
-        if owner == UNSTARTED {
-            local.queue().push_back(task);
-            local.unstarted.set(local.unstarted.get() + 1);
-        } else if local.firing.get() {
+        if local.firing.get() {
             local.timer_woken().push_back(task);
         } else if let Some(displaced) = local.next().replace(task) {
             local.queue().push_back(displaced);
         }
         return;
     }
+    // Our own handle on the runtime: the task may end, and drop the last other one, as soon
+    // as it is queued.
     let rt = task.rt.clone();
-    let target = if owner == UNSTARTED {
-        rt.next_worker.fetch_add(1, Ordering::Relaxed) % rt.workers.len()
-    } else {
-        owner
-    };
-    rt.workers[target].push_remote(task);
+    rt.workers[owner].push_remote(task);
 }
 
 impl Local {

@@ -70,7 +70,7 @@ impl Drop for Pool {
         for (_, stacks) in self.classes.drain(..) {
             reserve::give_idle(stacks);
         }
-        POOL_GONE.with(|gone| gone.set(true));
+        SPARE.with(|s| s.pool_gone.set(true));
         if let Some(spare) = take_spare() {
             reserve::give_idle([spare]);
         }
@@ -79,21 +79,36 @@ impl Drop for Pool {
 
 thread_local! {
     static POOL: UnsafeCell<Pool> = UnsafeCell::new(Pool::default());
-    /// The stack given back last, kept beside the pool: a coroutine that ends and the next
-    /// that starts (a spawn and its join, a storm) trade it without a look into the pool. It
-    /// has no destructor, so reaching it costs no lazy-initialisation check; the pool's own
-    /// destructor hands it on when the thread exits.
-    static SPARE: Cell<Option<NonNull<Header>>> = const { Cell::new(None) };
-    /// Set when the pool's destructor ran (the thread is exiting): the spare is not used then.
-    static POOL_GONE: Cell<bool> = const { Cell::new(false) };
+    static SPARE: Spare = const {
+        Spare {
+            stack: Cell::new(None),
+            pool_gone: Cell::new(false),
+            taken: Cell::new(0),
+        }
+    };
+}
+
+/// The stack given back last, kept beside the pool: a coroutine that ends and the next that
+/// starts (a spawn and its join, a storm) trade it without a look into the pool. It has no
+/// destructor, so reaching it costs no lazy-initialisation check; the pool's own destructor
+/// hands the stack on when the thread exits.
+struct Spare {
+    stack: Cell<Option<NonNull<Header>>>,
+    /// Set when the pool's destructor ran (the thread is exiting): no stack is kept then.
+    pool_gone: Cell<bool>,
     /// Coroutines started on the spare stack (counted in [`PoolStats::taken`]).
-    static SPARE_TAKEN: Cell<u64> = const { Cell::new(0) };
+    taken: Cell<u64>,
 }
 
 /// Takes the spare stack, if there is one. The caller holds preemption off.
 fn take_spare() -> Option<Stack> {
     // SAFETY: a header in SPARE is an idle booted stack that only SPARE owned.
-    SPARE.with(Cell::take).map(|h| unsafe { Stack::from_header(h) })
+    SPARE.with(|s| s.stack.take()).map(|h| unsafe { Stack::from_header(h) })
+}
+
+/// Keeps `stack` as the spare. The caller holds preemption off and checked the slot is free.
+fn set_spare(stack: Stack) {
+    SPARE.with(|s| s.stack.set(Some(stack.into_header())));
 }
 
 /// Runs `f` on this thread's pool, or returns `None` while the thread is being torn down.
@@ -115,7 +130,7 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
         let _off = crate::preempt::RuntimeGuard::new();
         if let Some(spare) = take_spare() {
             if spare.stride() == stride {
-                SPARE_TAKEN.with(|n| n.set(n.get() + 1));
+                SPARE.with(|s| s.taken.set(s.taken.get() + 1));
                 return Ok(spare);
             }
             give_to_pool(spare);
@@ -147,8 +162,8 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 /// hands the spare on when the thread exits.
 pub(crate) fn give(stack: Stack) {
     let _off = crate::preempt::RuntimeGuard::new();
-    if SPARE.with(|s| s.get().is_none()) && !POOL_GONE.with(Cell::get) {
-        SPARE.with(|s| s.set(Some(stack.into_header())));
+    if SPARE.with(|s| s.stack.get().is_none() && !s.pool_gone.get()) {
+        set_spare(stack);
         return;
     }
     give_to_pool(stack);
@@ -182,7 +197,7 @@ pub fn release_idle_memory() {
         }
         if let Some(spare) = take_spare() {
             reserve::release_cold_pages(&spare);
-            SPARE.with(|s| s.set(Some(spare.into_header())));
+            set_spare(spare);
         }
     });
     reserve::release_all_idle();
@@ -191,9 +206,9 @@ pub fn release_idle_memory() {
 /// This thread's pool statistics.
 pub fn thread_stats() -> PoolStats {
     with_pool(|pool| {
-        let spare = SPARE.with(|s| s.get().is_some());
+        let spare = SPARE.with(|s| s.stack.get().is_some());
         let idle = pool.classes.iter().map(|(_, s)| s.len()).sum::<usize>() + usize::from(spare);
-        let taken = pool.stats.taken + SPARE_TAKEN.with(Cell::get);
+        let taken = pool.stats.taken + SPARE.with(|s| s.taken.get());
         PoolStats {
             idle,
             taken,
