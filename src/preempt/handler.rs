@@ -100,7 +100,7 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     let Some(task) = (unsafe { local.current.get().as_ref() }) else {
         return;
     };
-    if task.preempt_off.load(Ordering::Relaxed) > 0 || task.in_handler.load(Ordering::Relaxed) {
+    if super::preempt_held_off(task) || task.in_handler.load(Ordering::Relaxed) {
         return; // a safe point or the end of the region takes the interrupt
     }
     if std::thread::panicking() {

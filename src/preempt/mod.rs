@@ -43,13 +43,15 @@ pub(crate) mod watch;
 
 use crate::sched::park::current_task;
 use crate::sched::task::Task;
-use std::sync::atomic::{AtomicU8, Ordering, compiler_fence};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering, compiler_fence};
 
 thread_local! {
     /// This worker's interrupt flags, [`PREEMPT`] and [`CALLBACKS`]; the timer thread and
     /// [`Interrupt::signal`](crate::Interrupt::signal) set them through a pointer. On threads
     /// that are not workers they stay 0.
     pub(crate) static INTERRUPT: AtomicU8 = const { AtomicU8::new(0) };
+    /// How deep this thread is in [`Critical`] sections; the handler reads it on this thread.
+    static CRITICAL: AtomicU32 = const { AtomicU32::new(0) };
 }
 
 /// Interrupt flag: the running slice has expired.
@@ -92,7 +94,7 @@ fn checkpoint_slow() {
         INTERRUPT.with(|f| f.fetch_and(!PREEMPT, Ordering::Relaxed));
         return;
     };
-    if task.preempt_off.load(Ordering::Relaxed) > 0 {
+    if preempt_held_off(task) {
         return; // the end of the region takes it
     }
     let flags = INTERRUPT.with(|f| f.load(Ordering::Relaxed));
@@ -205,8 +207,10 @@ pub(crate) fn off_dec(depth: &std::sync::atomic::AtomicU32) -> u32 {
     old
 }
 
-/// The runtime's own critical sections: holds preemption off like [`NoPreemptGuard`] but never
-/// yields when it ends (the runtime may be in the middle of something).
+/// The runtime's own no-preempt regions: holds preemption off like [`NoPreemptGuard`] but never
+/// yields when it ends (the runtime may be in the middle of something). Its depth is the task's,
+/// so it may span a switch (a join in place runs another coroutine inside one); for short
+/// sections that never switch, [`Critical`] is cheaper.
 pub(crate) struct RuntimeGuard {
     task: Option<&'static Task>,
 }
@@ -240,6 +244,52 @@ impl Drop for RuntimeGuard {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// A short section of the runtime's own code that never switches coroutines (the channels'
+/// spin-locked state): preemption is held off through a depth counted per *thread*, so
+/// entering and leaving are one add each, with no lookup of the running task.
+///
+/// Unlike [`RuntimeGuard`], whose depth belongs to the task, it must not be held across a
+/// switch: the coroutines that ran meanwhile would be unpreemptible. Nothing in such a section
+/// waits, and [`wait`](crate::sched::park) asserts so in debug builds.
+#[must_use = "the section ends when the guard is dropped"]
+pub(crate) struct Critical {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Critical {
+    /// Enters a section; preemption stays off on this thread until the guard drops.
+    #[inline(always)]
+    pub(crate) fn enter() -> Critical {
+        CRITICAL.with(off_inc);
+        compiler_fence(Ordering::SeqCst);
+        Critical {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Critical {
+    #[inline(always)]
+    fn drop(&mut self) {
+        compiler_fence(Ordering::SeqCst);
+        CRITICAL.with(off_dec);
+    }
+}
+
+/// Whether the running coroutine must not be preempted now: it is in a [`no_preempt`] region
+/// or a [`RuntimeGuard`] (its own depth), or its thread is in a [`Critical`] section. For the
+/// signal handler and the safe points, on the task's own thread.
+#[inline]
+pub(crate) fn preempt_held_off(task: &Task) -> bool {
+    task.preempt_off.load(Ordering::Relaxed) > 0 || CRITICAL.with(|d| d.load(Ordering::Relaxed)) > 0
+}
+
+/// This thread's [`Critical`] depth (0 when no section is open).
+#[inline]
+pub(crate) fn critical_depth() -> u32 {
+    CRITICAL.with(|d| d.load(Ordering::Relaxed))
 }
 
 /// A std mutex guard that also holds preemption off, for the runtime's internal locks: a
@@ -344,5 +394,72 @@ impl Counters {
             signals: self.signals.load(Ordering::Relaxed),
             alarms: self.alarms.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Critical;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A coroutine that spins inside `Critical` sections (plain arithmetic, where the signal
+    /// finds nothing else to refuse) is never switched out there, while it is preempted between
+    /// them: another coroutine of its worker never sees it inside.
+    #[test]
+    fn no_preemption_inside_a_critical_section() {
+        let rt = crate::Runtime::builder()
+            .workers(1)
+            .preempt(Some(Duration::from_micros(100)))
+            .build()
+            .expect("runtime");
+        let inside = Arc::new(AtomicBool::new(false));
+        let seen_inside = Arc::new(AtomicUsize::new(0));
+        let (i1, i2, seen) = (inside.clone(), inside.clone(), seen_inside.clone());
+        let guarded = rt.spawn(move || {
+            let mut x = 1u64;
+            for _ in 0..20 {
+                let _section = Critical::enter();
+                i1.store(true, Ordering::SeqCst);
+                let end = Instant::now() + Duration::from_millis(2);
+                while Instant::now() < end {
+                    for _ in 0..4096 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    }
+                }
+                i1.store(false, Ordering::SeqCst);
+                drop(_section);
+                // Between sections: spin on, so the pending interrupt lands here.
+                let end = Instant::now() + Duration::from_millis(1);
+                while Instant::now() < end {
+                    for _ in 0..4096 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    }
+                }
+            }
+            std::hint::black_box(x);
+            crate::current().preemptions()
+        });
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let observer = rt.spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                if i2.load(Ordering::SeqCst) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                crate::yield_now();
+            }
+        });
+        let stats = guarded.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        observer.join().unwrap();
+        assert_eq!(
+            seen_inside.load(Ordering::SeqCst),
+            0,
+            "another coroutine ran inside a critical section"
+        );
+        // The spinner was preempted, between its sections.
+        assert!(stats.asynchronous > 0, "{stats:?}");
     }
 }

@@ -120,6 +120,11 @@ fn wait_uncancelled(task: &Task, action: Action) {
     if std::thread::panicking() {
         return;
     }
+    debug_assert_eq!(
+        crate::preempt::critical_depth(),
+        0,
+        "a coroutine waits in a critical section"
+    );
     let yielder = task.yielder.get();
     // Hold preemption off across the switch itself (a task's suspend never unwinds, so no guard
     // object is needed, and we already have the task: no second thread-local lookup).

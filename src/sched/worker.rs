@@ -429,7 +429,7 @@ impl Local {
         if !alarm.fired() {
             return false;
         }
-        if task.preempt_off.load(Ordering::Relaxed) > 0 || task.in_handler.load(Ordering::Relaxed) {
+        if crate::preempt::preempt_held_off(task) || task.in_handler.load(Ordering::Relaxed) {
             // It cannot be switched out here: the runtime's own code around a switch, or a
             // `no_preempt` region. The flags stay up for its next safe point, and the alarm
             // goes off again a grace period later, for a coroutine that never reaches one.

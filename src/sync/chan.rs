@@ -230,7 +230,7 @@ impl<T> Chan<T> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn send(&self, v: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let mut st = self.lock();
         if st.receivers == 0 {

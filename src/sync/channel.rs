@@ -67,7 +67,9 @@ pub struct Sender<T> {
 impl<T> Sender<T> {
     /// Sends a value, waiting while the channel is full (on a rendezvous channel: until a
     /// receiver takes it). Fails, returning the value, if every receiver is gone.
-    #[inline]
+    // Inlined with its fast path (a hand-off or a queued value); the blocking part stays out
+    // of line (`Chan::send_blocking`).
+    #[inline(always)]
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         crate::checkpoint();
         self.chan.send(value, None).map_err(|e| SendError(e.into_inner()))

@@ -6,14 +6,15 @@
 //!
 //! A coroutine must never be preempted while it holds the lock: every coroutine of its worker
 //! that then wanted the lock would spin on a holder that cannot run again. So the lock guard
-//! holds a [`RuntimeGuard`] (preemption held off) taken before locking and released after
-//! unlocking; [`SpinGuard::unlock`] hands it back to keep preemption off a little longer.
+//! holds a [`Critical`] section (preemption held off on this thread) entered before locking and
+//! left after unlocking; [`SpinGuard::unlock`] hands it back to keep preemption off a little
+//! longer. Nothing waits while the lock is held, which is what a `Critical` section needs.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::preempt::RuntimeGuard;
+use crate::preempt::Critical;
 
 /// Spins this many times (with growing pauses) before a contended lock yields its thread.
 const SPIN_ROUNDS: u32 = 6;
@@ -41,7 +42,7 @@ impl<T> SpinLock<T> {
     /// Locks, with preemption held off until the guard is dropped.
     #[inline]
     pub(super) fn lock(&self) -> SpinGuard<'_, T> {
-        let off = RuntimeGuard::new();
+        let off = Critical::enter();
         if self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -86,13 +87,13 @@ impl<T> SpinLock<T> {
 pub(super) struct SpinGuard<'g, T> {
     lock: &'g SpinLock<T>,
     /// Always `Some` until [`SpinGuard::unlock`] takes it; dropped after the unlock.
-    off: Option<RuntimeGuard>,
+    off: Option<Critical>,
 }
 
 impl<T> SpinGuard<'_, T> {
     /// Unlocks, and returns the guard that still holds preemption off.
     #[inline]
-    pub(super) fn unlock(mut self) -> RuntimeGuard {
+    pub(super) fn unlock(mut self) -> Critical {
         let off = self.off.take().expect("a locked guard holds off preemption");
         drop(self);
         off

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use super::waitq::expired;
-use crate::preempt::RuntimeGuard;
+use crate::preempt::Critical;
 use crate::sched::park::{Unparker, current_task, park_until, wait};
 use crate::sched::task::{Action, Task};
 use crate::sched::worker;
@@ -88,14 +88,14 @@ impl Wake {
     /// Runs the wakeup. `off` proves preemption is still held off since the node was
     /// completed: a [`Wake::Local`] task cannot have run meanwhile.
     #[inline(always)]
-    pub(super) fn run(self, off: &RuntimeGuard) {
+    pub(super) fn run(self, off: &Critical) {
         if !matches!(self, Wake::None) {
             self.run_slow(off);
         }
     }
 
     #[inline(never)]
-    fn run_slow(self, _off: &RuntimeGuard) {
+    fn run_slow(self, _off: &Critical) {
         match self {
             Wake::None => {}
             Wake::Local(task) => {
