@@ -256,19 +256,6 @@ pub(crate) struct Local {
 
 thread_local! {
     static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
-    /// This worker's count of slices begun (`PreemptWatch::slice_seq`), reachable in one
-    /// thread-local load: waiters look at it around every spin-yield.
-    static SLICES: Cell<*const std::sync::atomic::AtomicU64> = const { Cell::new(std::ptr::null()) };
-}
-
-/// How many slices this worker has begun so far (0 off a worker): a task that yields and
-/// comes back sees from it how many others ran meanwhile.
-#[inline]
-pub(crate) fn slices_begun() -> u64 {
-    let p = SLICES.with(Cell::get);
-    // SAFETY: a worker points it at its own `PreemptWatch`, which outlives every task it runs,
-    // and clears it before it returns.
-    unsafe { p.as_ref() }.map_or(0, |n| n.load(Ordering::Relaxed))
 }
 
 /// The worker state of this thread, if it is a worker.
@@ -397,7 +384,6 @@ impl Local {
         };
         LOCAL.with(|l| l.set(&local));
         let watch = &local.rt.workers[index].preempt;
-        SLICES.with(|s| s.set(&watch.slice_seq));
         // SAFETY: gettid has no preconditions.
         watch.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
         let mut clock: libc::clockid_t = 0;
@@ -413,7 +399,6 @@ impl Local {
         while watch.flag_users.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();
         }
-        SLICES.with(|s| s.set(std::ptr::null()));
         LOCAL.with(|l| l.set(std::ptr::null()));
     }
 
@@ -436,6 +421,13 @@ impl Local {
             alarm.again_after_grace();
         }
         true
+    }
+
+    /// How many tasks wait in the run queue, besides the running one: a waiter that finds
+    /// others besides its peer would wait a whole round of them if it spun.
+    #[inline]
+    pub(crate) fn others_queued(&self) -> usize {
+        self.queue().len()
     }
 
     pub(crate) fn me(&self) -> &WorkerShared {
@@ -533,6 +525,7 @@ impl Local {
 
     /// Runs a task until it suspends; returns whether it was preempted (it ran a whole slice,
     /// so timers and the remote queue are due a look).
+    #[inline(always)]
     fn run_task(&self, task: Arc<Task>, new_slice: bool) -> bool {
         let watch = &self.me().preempt;
         // A coroutine preempted last time is likely to run until interrupted again: its slice is
@@ -585,6 +578,7 @@ impl Local {
     /// A task joins the registry of live tasks the first time it suspends: until then it is
     /// running, so shutdown (which runs between tasks) cannot miss it, and a task that runs to
     /// its end in one go never touches the registry.
+    #[inline(always)]
     fn settle(&self, task: Arc<Task>, outcome: CoroutineResult<Action, ()>) -> bool {
         let registered = task.slot.load(Ordering::Relaxed) != usize::MAX;
         let action = match outcome {

@@ -14,10 +14,9 @@
 //! round of the run queue, and both the park and the unpark are saved (they cost several locked
 //! instructions in the scheduler); a completer that finds the node still `SPINNING` wakes
 //! nobody. A yield sends the waiter to the back of the run queue, whereas a woken coroutine runs
-//! next, so on a busy worker spinning would add a round of the queue to the latency: when a
-//! spinning coroutine's yield saw any task other than itself and one peer start a slice, its
-//! worker's coroutines park at once for their next `SPIN_BACKOFF` waits. An OS thread spins a
-//! few microseconds (pauses, then yields of its time slice) before it parks, as crossbeam's
+//! next, so on a busy worker spinning would add a round of the queue to the latency: a
+//! coroutine whose worker has more than one other task queued parks at once. An OS thread spins
+//! a few microseconds (pauses, then yields of its time slice) before it parks, as crossbeam's
 //! waiters do: a value that comes meanwhile costs no futex sleep and wake.
 //!
 //! **No reference counts per wait.** A coroutine's node holds a raw pointer to its task, valid
@@ -37,7 +36,7 @@ use std::time::Instant;
 
 use super::waitq::expired;
 use crate::preempt::Critical;
-use crate::sched::park::{Unparker, current_task, park_until, wait};
+use crate::sched::park::{Unparker, park_until, wait};
 use crate::sched::task::{Action, Task};
 use crate::sched::worker;
 
@@ -48,16 +47,8 @@ const SPINNING: u8 = 0;
 const PARKED: u8 = 1;
 const DONE: u8 = 2;
 
-/// After a spin found the worker busy, this many waits on the thread park without spinning.
-const SPIN_BACKOFF: u16 = 64;
-
 /// How long an OS thread spins before it parks: rounds of growing pauses, then of yields.
 const THREAD_SPIN_ROUNDS: u32 = 10;
-
-thread_local! {
-    /// Waits left before this thread's coroutines spin again.
-    static NO_SPIN: Cell<u16> = const { Cell::new(0) };
-}
 
 /// An id of the running worker thread (its `Local`, unique among live workers), or 0 on a
 /// thread that is not a worker.
@@ -100,7 +91,7 @@ impl Wake {
             Wake::None => {}
             Wake::Local(task) => {
                 // The pointer came from the `Arc` its worker holds while the task is alive
-                // (`current_task`), and the task is alive: it waits on this thread's worker
+                // (`Local::current`), and the task is alive: it waits on this thread's worker
                 // (parked, or about to) and cannot run before this thread returns to its
                 // scheduler, as preemption is off since its node was completed.
                 // SAFETY: as just said; the handle is never dropped, so no count moves.
@@ -130,18 +121,14 @@ impl<T> Node<T> {
     /// A node for the running coroutine or thread, with `value` in its slot.
     #[inline]
     pub(super) fn new(value: Option<T>) -> Self {
-        let (who, state) = match current_task() {
-            Some(task) => {
-                let state = NO_SPIN.with(|n| match n.get() {
-                    0 => SPINNING,
-                    left => {
-                        n.set(left - 1);
-                        PARKED
-                    }
-                });
+        let local = worker::local();
+        // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
+        let (who, state) = match local.and_then(|l| Some((l, unsafe { l.current.get().as_ref() }?))) {
+            Some((local, task)) => {
+                let state = if local.others_queued() > 1 { PARKED } else { SPINNING };
                 let who = Who::Task {
                     task: NonNull::from(task),
-                    thread: thread_tag(),
+                    thread: ptr::from_ref(local) as usize,
                 };
                 (who, state)
             }
@@ -176,14 +163,7 @@ impl<T> Node<T> {
                 // running task, which is alive while it runs.
                 let task = unsafe { task.as_ref() };
                 // Yield once to the rest of the run queue.
-                let before = crate::sched::worker::slices_begun();
                 wait(task, Action::Yield);
-                // Our turn came back after more than one other task started a slice (our own
-                // return counts one): this worker is busy, and a woken coroutine runs sooner than
-                // one that yielded.
-                if crate::sched::worker::slices_begun().wrapping_sub(before) > 2 {
-                    NO_SPIN.with(|n| n.set(SPIN_BACKOFF));
-                }
                 if self.is_done() {
                     return true;
                 }
@@ -356,8 +336,16 @@ impl<T> WaitList<T> {
     #[inline]
     pub(super) fn pop_front(&mut self) -> Option<NonNull<Node<T>>> {
         let head = NonNull::new(self.head.cast_mut())?;
-        // SAFETY: linked nodes are alive (`push_back`'s contract), and this one is linked.
-        unsafe { self.unlink(head.as_ref()) };
+        // SAFETY: linked nodes are alive (`push_back`'s contract), and the head is linked.
+        let next = unsafe { head.as_ref() }.next.get();
+        self.head = next;
+        if next.is_null() {
+            self.tail = ptr::null();
+        } else {
+            // SAFETY: as above; `next` is linked.
+            unsafe { (*next).prev.set(ptr::null()) };
+        }
+        self.len -= 1;
         Some(head)
     }
 
