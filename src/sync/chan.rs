@@ -183,7 +183,7 @@ impl<T> Chan<T> {
     fn pop_some(&self, st: &mut State<T>) -> Option<(T, Wake)> {
         let (v, wake) = match st.queue.pop_front() {
             Some(v) => {
-                let mut wake = Wake::None;
+                let mut wake = Wake::NONE;
                 if let Some(cap) = self.cap
                     && cap > 0
                     && st.queue.len() < cap

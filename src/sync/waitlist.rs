@@ -65,40 +65,84 @@ enum Who {
     Thread(std::thread::Thread),
 }
 
-/// A wakeup to run once the channel's lock is released.
+/// A wakeup to run once the channel's lock is released, in one word: it moves through
+/// registers (as a two-word enum it could go through the stack, written as two words and read
+/// back as one 16-byte load, a failed store-to-load forward).
+///
+/// The word is 0 for none, else the address of a task or of a boxed thread handle (aligned to
+/// 8, so the low bits are free) with a tag in the low bits: [`LOCAL`], a coroutine of this
+/// thread's worker by raw pointer (see the module's comment); [`OWNED_TASK`], a coroutine of
+/// another thread, with a count of its `Arc` that the wake gives up; [`THREAD`], an OS thread.
 #[must_use = "a wakeup must be run"]
-pub(super) enum Wake {
-    None,
-    /// A coroutine of this thread's worker, by raw pointer (see the module's comment).
-    Local(NonNull<Task>),
-    /// Anyone else, by counted handle.
-    Owned(Unparker),
-}
+pub(super) struct Wake(usize);
+
+const LOCAL: usize = 0;
+const OWNED_TASK: usize = 1;
+const THREAD: usize = 2;
+const TAG_BITS: usize = 3;
+
+const _: () = assert!(align_of::<Task>() > TAG_BITS && align_of::<std::thread::Thread>() > TAG_BITS);
 
 impl Wake {
+    /// Nobody to wake.
+    pub(super) const NONE: Wake = Wake(0);
+
+    fn local(task: NonNull<Task>) -> Wake {
+        Wake(task.as_ptr() as usize | LOCAL)
+    }
+
+    fn owned_task(task: Arc<Task>) -> Wake {
+        Wake(Arc::into_raw(task) as usize | OWNED_TASK)
+    }
+
+    fn thread(thread: std::thread::Thread) -> Wake {
+        Wake(Box::into_raw(Box::new(thread)) as usize | THREAD)
+    }
+
     /// Runs the wakeup. `off` proves preemption is still held off since the node was
-    /// completed: a [`Wake::Local`] task cannot have run meanwhile.
+    /// completed: a [`LOCAL`] task cannot have run meanwhile.
     #[inline(always)]
     pub(super) fn run(self, off: &Critical) {
-        if !matches!(self, Wake::None) {
+        if self.0 != 0 {
             self.run_slow(off);
+        } else {
+            std::mem::forget(self); // nothing to give up
         }
     }
 
     #[inline(never)]
     fn run_slow(self, _off: &Critical) {
-        match self {
-            Wake::None => {}
-            Wake::Local(task) => {
+        let word = ManuallyDrop::new(self).0;
+        let ptr = word & !TAG_BITS;
+        match word & TAG_BITS {
+            LOCAL => {
                 // The pointer came from the `Arc` its worker holds while the task is alive
                 // (`Local::current`), and the task is alive: it waits on this thread's worker
                 // (parked, or about to) and cannot run before this thread returns to its
                 // scheduler, as preemption is off since its node was completed.
                 // SAFETY: as just said; the handle is never dropped, so no count moves.
-                let u = ManuallyDrop::new(Unparker::Task(unsafe { Arc::from_raw(task.as_ptr()) }));
+                let u = ManuallyDrop::new(Unparker::Task(unsafe { Arc::from_raw(ptr as *const Task) }));
                 u.unpark();
             }
-            Wake::Owned(u) => u.unpark(),
+            // SAFETY: made by `owned_task` from a count of our own, given up here.
+            OWNED_TASK => Unparker::Task(unsafe { Arc::from_raw(ptr as *const Task) }).unpark(),
+            // SAFETY: made by `thread` from a box, freed here.
+            _ => unsafe { Box::from_raw(ptr as *mut std::thread::Thread) }.unpark(),
+        }
+    }
+}
+
+impl Drop for Wake {
+    /// A wakeup dropped unrun (never on purpose) gives up what it owns, as the handles would.
+    #[inline]
+    fn drop(&mut self) {
+        let ptr = self.0 & !TAG_BITS;
+        match self.0 & TAG_BITS {
+            // SAFETY: made by `owned_task` from a count of our own.
+            OWNED_TASK => drop(unsafe { Arc::from_raw(ptr as *const Task) }),
+            // SAFETY: made by `thread` from a box.
+            THREAD => drop(unsafe { Box::from_raw(ptr as *mut std::thread::Thread) }),
+            _ => {}
         }
     }
 }
@@ -251,9 +295,9 @@ impl<T> Node<T> {
                 let state = n.state.load(Ordering::Relaxed);
                 n.state.store(DONE, Ordering::Release);
                 if state == PARKED {
-                    Wake::Local(*task)
+                    Wake::local(*task)
                 } else {
-                    Wake::None
+                    Wake::NONE
                 }
             }
             Who::Task { task, .. } => {
@@ -261,28 +305,28 @@ impl<T> Node<T> {
                     .compare_exchange(SPINNING, DONE, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Wake::None; // it will see `DONE` itself
+                    return Wake::NONE; // it will see `DONE` itself
                 }
                 // It parks, and cannot leave before we store `DONE`: the task is alive.
-                // SAFETY: as in `Wake::run`, the pointer came from the task's `Arc`; we take a
+                // SAFETY: as in `Wake::run_slow`, the pointer came from the task's `Arc`; we take a
                 // count of our own before `DONE` lets the task go.
                 let task = unsafe {
                     Arc::increment_strong_count(task.as_ptr());
                     Arc::from_raw(task.as_ptr())
                 };
                 n.state.store(DONE, Ordering::Release);
-                Wake::Owned(Unparker::Task(task))
+                Wake::owned_task(task)
             }
             Who::Thread(t) => {
                 if n.state
                     .compare_exchange(SPINNING, DONE, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Wake::None; // it will see `DONE` itself
+                    return Wake::NONE; // it will see `DONE` itself
                 }
                 let t = t.clone();
                 n.state.store(DONE, Ordering::Release);
-                Wake::Owned(Unparker::Thread(t))
+                Wake::thread(t)
             }
         }
     }
