@@ -18,15 +18,32 @@
 //! A receiver cancelled right after a value was handed to it gives the value back: to the next
 //! blocked receiver, else to the front of the queue (it was the oldest), so nothing is lost; it
 //! may then briefly leave a buffered channel one value over its capacity.
+//!
+//! **The spinner slot.** A coroutine about to wait on a buffered or unbounded channel that
+//! looks empty (`queued`, a count kept outside the lock) first puts its node in `spinner`
+//! *without* taking the lock, yields once, and looks at its node: in a ping-pong its peer has
+//! handed it the value meanwhile, and the receive took no lock at all. A sender, under the
+//! lock, serves the spinner like a blocked receiver (after those, and only while the queue is
+//! empty, so values still come out in order). A spinner that was not served takes the lock
+//! and leaves the slot (if its node is still there: a later spinner may have replaced it),
+//! then receives as usual. Every write of `spinner` but the announcement happens under the
+//! lock, and a spinner leaves only under the lock or once a completer (under the lock) has
+//! taken its node out of the slot, so a sender never sees the node of a receiver that left:
+//! the leaving receiver's own writes come after its announcement in `spinner`'s order, and
+//! the sender's lock comes after the leaving. The slot holds one spinner, the latest: an
+//! earlier one it replaced finds the slot not its own and links behind the blocked receivers.
+//! Rendezvous receivers link their node as usual: a rendezvous send must find them.
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use super::select::{Side, Watch};
 use super::spin::{SpinGuard, SpinLock};
-use super::waitlist::{Node, WaitList, Wake};
+use super::waitlist::{Node, WaitList, Wake, spinning_task};
 use super::waitq::{OnUnwind, expired};
 use crate::sched::park::Unparker;
 
@@ -34,6 +51,11 @@ use crate::sched::park::Unparker;
 pub(super) struct Chan<T> {
     pub(super) cap: Option<usize>,
     state: SpinLock<State<T>>,
+    /// `queue.len()` as of the last change, stored under the lock and read without it: a hint
+    /// for receivers deciding whether to spin (see the module's comment).
+    queued: AtomicUsize,
+    /// A coroutine's node, announced without the lock while it spins; taken under the lock.
+    spinner: AtomicPtr<Node<T>>,
 }
 
 struct State<T> {
@@ -57,19 +79,29 @@ fn wake_watchers(watchers: &[(u64, Unparker)]) {
 }
 
 impl<T> State<T> {
-    /// Hands `v` to the oldest blocked receiver, if there is one.
+    /// Hands `v` to the oldest blocked receiver, else to the spinner if the queue is empty.
     #[inline(always)]
-    fn hand_off(&mut self, v: T) -> Result<Wake, T> {
-        match self.recv_waiters.pop_front() {
-            // SAFETY: just unlinked, under the lock.
-            Some(node) => Ok(unsafe { Node::complete(node, |slot| *slot = Some(v)) }),
-            None => Err(v),
-        }
+    fn hand_off(&mut self, v: T, spinner: &AtomicPtr<Node<T>>) -> Result<Wake, T> {
+        let node = match self.recv_waiters.pop_front() {
+            Some(node) => node,
+            None if self.queue.is_empty() => {
+                // Acquire: the node's contents, written before its owner announced it.
+                let Some(node) = ptr::NonNull::new(spinner.load(Ordering::Acquire)) else {
+                    return Err(v);
+                };
+                spinner.store(ptr::null_mut(), Ordering::Relaxed);
+                node
+            }
+            None => return Err(v),
+        };
+        // SAFETY: just unlinked (or taken out of the spinner slot), under the lock.
+        Ok(unsafe { Node::complete(node, |slot| *slot = Some(v)) })
     }
 
     /// Queues `v` at the back.
-    fn enqueue(&mut self, v: T) {
+    fn enqueue(&mut self, v: T, queued: &AtomicUsize) {
         self.queue.push_back(v);
+        queued.store(self.queue.len(), Ordering::Relaxed);
         wake_watchers(&self.recv_watchers);
     }
 }
@@ -95,6 +127,8 @@ impl<T> Chan<T> {
                 recv_watchers: Vec::new(),
                 send_watchers: Vec::new(),
             }),
+            queued: AtomicUsize::new(0),
+            spinner: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -140,6 +174,7 @@ impl<T> Chan<T> {
             return;
         }
         let dropped = std::mem::take(&mut st.queue);
+        self.queued.store(0, Ordering::Relaxed);
         let mut wakes = Vec::new();
         while let Some(node) = st.send_waiters.pop_front() {
             // SAFETY: just unlinked, under the lock; the value left in the slot goes back.
@@ -179,7 +214,7 @@ impl<T> Chan<T> {
         self.pop_some(st)
     }
 
-    #[inline]
+    #[inline(always)]
     fn pop_some(&self, st: &mut State<T>) -> Option<(T, Wake)> {
         let (v, wake) = match st.queue.pop_front() {
             Some(v) => {
@@ -195,6 +230,7 @@ impl<T> Chan<T> {
                     wake = unsafe { Node::complete(node, |slot| queue.extend(slot.take())) };
                     wake_watchers(&st.recv_watchers);
                 }
+                self.queued.store(st.queue.len(), Ordering::Relaxed);
                 (v, wake)
             }
             None if self.is_zero() => {
@@ -216,7 +252,7 @@ impl<T> Chan<T> {
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(v));
         }
-        let v = match st.hand_off(v) {
+        let v = match st.hand_off(v, &self.spinner) {
             Ok(wake) => {
                 unlock_and_wake(st, wake);
                 return Ok(());
@@ -226,7 +262,7 @@ impl<T> Chan<T> {
         if !self.has_room(&st, exclude) {
             return Err(TrySendError::Full(v));
         }
-        st.enqueue(v);
+        st.enqueue(v, &self.queued);
         Ok(())
     }
 
@@ -236,7 +272,7 @@ impl<T> Chan<T> {
         if st.receivers == 0 {
             return Err(SendTimeoutError::Disconnected(v));
         }
-        let v = match st.hand_off(v) {
+        let v = match st.hand_off(v, &self.spinner) {
             Ok(wake) => {
                 unlock_and_wake(st, wake);
                 return Ok(());
@@ -247,7 +283,7 @@ impl<T> Chan<T> {
         // all: then it behaves like `try_send`.
         let may_queue = !self.is_zero() || expired(deadline);
         if may_queue && self.has_room(&st, 0) {
-            st.enqueue(v);
+            st.enqueue(v, &self.queued);
             return Ok(());
         }
         self.send_blocking(st, v, deadline)
@@ -327,6 +363,37 @@ impl<T> Chan<T> {
     /// returns per switch (the return-stack predictor sees the other coroutine's calls).
     #[inline(always)]
     pub(super) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        if !self.is_zero()
+            && self.queued.load(Ordering::Relaxed) == 0
+            && !expired(deadline)
+            && let Some(task) = spinning_task()
+        {
+            let node = pin!(Node::spinner(task));
+            let node = node.as_ref().get_ref();
+            // Announce, yield once, look (see the module's comment). The node stays pinned in
+            // this frame until it leaves the slot: served (a completer took it out), or below
+            // under the lock; if anything unwinds, the guard (armed first) leaves.
+            let guard = OnUnwind::new(|| self.cancel_spin(node));
+            self.spinner.store(ptr::from_ref(node).cast_mut(), Ordering::Release);
+            super::waitlist::yield_once(task);
+            guard.disarm();
+            if node.is_done() {
+                return node.take().ok_or(RecvTimeoutError::Disconnected);
+            }
+            let mut st = self.lock();
+            if node.is_done() {
+                drop(st);
+                return node.take().ok_or(RecvTimeoutError::Disconnected);
+            }
+            self.leave_spinner_slot(node);
+            if let Some((v, wake)) = self.pop(&mut st) {
+                unlock_and_wake(st, wake);
+                return Ok(v);
+            }
+            node.spun();
+            // SAFETY: as below; the node is in no list and out of the slot.
+            return unsafe { self.wait_recv(st, node, deadline) };
+        }
         let mut st = self.lock();
         if let Some((v, wake)) = self.pop(&mut st) {
             unlock_and_wake(st, wake);
@@ -334,9 +401,25 @@ impl<T> Chan<T> {
         }
         let node = pin!(Node::new(None));
         let node = node.as_ref().get_ref();
-        // SAFETY: the node is pinned in this frame, and leaves the list before any return
-        // below: `Node::wait` returns `true` once a completer unlinked it, else `recv_timed_out`
-        // unlinks it; if the wait unwinds, the guard unlinks it (or passes its value on).
+        // SAFETY: the node is pinned in this frame, and in no list yet.
+        unsafe { self.wait_recv(st, node, deadline) }
+    }
+
+    /// The rest of a receive that found nothing under the lock: links `node`, waits.
+    ///
+    /// # Safety
+    ///
+    /// `node` is in no list or slot, and stays pinned in the caller's frame until this returns.
+    #[inline(always)]
+    unsafe fn wait_recv(
+        &self,
+        st: SpinGuard<'_, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        // SAFETY: the node leaves the list before any return below: `Node::wait` returns
+        // `true` once a completer unlinked it, else `recv_timed_out` unlinks it; if the wait
+        // unwinds, the guard unlinks it (or passes its value on).
         unsafe { self.register_recv(st, node, deadline)? };
         let guard = OnUnwind::new(|| self.cancel_recv(node));
         let done = node.wait(deadline);
@@ -395,13 +478,40 @@ impl<T> Chan<T> {
             unsafe { st.recv_waiters.unlink(node) };
             return;
         }
+        self.pass_on(st, node);
+    }
+
+    /// A receiver handed a value it will not return (it unwinds) passes it on: to the next
+    /// receiver, else to the front of the queue (it was the oldest).
+    fn pass_on(&self, mut st: SpinGuard<'_, State<T>>, node: &Node<T>) {
         let Some(v) = node.take() else { return };
-        match st.hand_off(v) {
+        match st.hand_off(v, &self.spinner) {
             Ok(wake) => unlock_and_wake(st, wake),
             Err(v) => {
                 st.queue.push_front(v);
+                self.queued.store(st.queue.len(), Ordering::Relaxed);
                 wake_watchers(&st.recv_watchers);
             }
+        }
+    }
+
+    /// A spinner that was not served leaves the slot, under the lock, unless a later spinner
+    /// replaced it there.
+    #[inline(always)]
+    fn leave_spinner_slot(&self, node: &Node<T>) {
+        if ptr::eq(self.spinner.load(Ordering::Relaxed), node) {
+            self.spinner.store(ptr::null_mut(), Ordering::Relaxed);
+        }
+    }
+
+    /// A spinner unwinds (cancelled in its yield): it leaves the slot, or passes on a value
+    /// handed to it meanwhile.
+    fn cancel_spin(&self, node: &Node<T>) {
+        let st = self.lock();
+        if node.is_done() {
+            self.pass_on(st, node);
+        } else {
+            self.leave_spinner_slot(node);
         }
     }
 

@@ -66,6 +66,282 @@ fn cancelled_receiver_passes_handed_value_to_next_receiver() {
 }
 
 #[test]
+fn spinning_receivers_fed_by_a_thread_get_every_value_once_in_order() {
+    // Two receivers alone on a worker spin (announce, yield, look), replacing each other in
+    // the spinner slot, while an OS thread sends: every value arrives exactly once, and each
+    // receiver sees its values in the order they were sent.
+    const N: u64 = 20_000;
+    let (tx, rx) = channel::unbounded::<u64>();
+    let rt = one_worker();
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            rt.spawn(move || rx.iter().collect::<Vec<u64>>())
+        })
+        .collect();
+    drop(rx);
+    let sender = std::thread::spawn(move || {
+        for v in 0..N {
+            tx.send(v).unwrap();
+            // Slower than the receivers, so that they mostly find the channel empty and spin.
+            for _ in 0..(v % 7) * 64 {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    sender.join().unwrap();
+    let mut all = Vec::new();
+    for r in receivers {
+        let got = r.join().unwrap();
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "a receiver saw values out of order"
+        );
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<_>>(), "values lost or received twice");
+}
+
+/// Disconnection while a receiver spins (announced, yielded once).
+#[test]
+fn a_spinner_sees_the_disconnection() {
+    one_worker().block_on(|| {
+        let (tx, rx) = channel::unbounded::<u32>();
+        let r = spawn(move || rx.recv());
+        yield_now(); // r announces and yields
+        drop(tx);
+        assert!(r.join().unwrap().is_err());
+    });
+}
+
+/// A spinner cancelled before anything was handed to it must leave the slot.
+#[test]
+fn a_cancelled_spinner_leaves_the_slot() {
+    for variant in 0..2 {
+        one_worker().block_on(move || {
+            let (tx, rx) = channel::unbounded::<u32>();
+            let rx1 = rx.clone();
+            let rx2 = rx.clone();
+            let r1 = spawn(move || rx1.recv());
+            let r2 = if variant == 1 {
+                Some(spawn(move || rx2.recv()))
+            } else {
+                None
+            };
+            yield_now(); // r1 (and r2) announce and yield
+            let victim = if variant == 1 { r2.as_ref().unwrap() } else { &r1 };
+            victim.cancel();
+            yield_now();
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            if variant == 1 {
+                assert!(r2.unwrap().join().unwrap_err().is_cancelled());
+                assert_eq!(r1.join().unwrap(), Ok(1));
+                assert_eq!(rx.try_recv(), Ok(2));
+            } else {
+                assert!(r1.join().unwrap_err().is_cancelled());
+                assert_eq!(rx.try_recv(), Ok(1));
+                assert_eq!(rx.try_recv(), Ok(2));
+            }
+        });
+    }
+}
+
+/// A value sent while one receiver is blocked (linked) and another spins goes to the blocked
+/// one: the spinner comes after the linked receivers.
+#[test]
+fn linked_receivers_are_served_before_the_spinner() {
+    one_worker().block_on(|| {
+        let (tx, rx) = channel::unbounded::<u32>();
+        let (rx1, rx2) = (rx.clone(), rx.clone());
+        let r1 = spawn(move || rx1.recv());
+        settle(); // r1 spun, linked its node and parked
+        let r2 = spawn(move || rx2.recv());
+        yield_now(); // r2 announced itself in the spinner slot and yielded
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(r1.join().unwrap(), Ok(1));
+        assert_eq!(r2.join().unwrap(), Ok(2));
+    });
+}
+
+// Several receivers on two workers, senders on both workers and on OS threads; tagged values.
+#[test]
+fn spinners_across_workers_and_threads_get_every_value_once_in_order() {
+    let _dog = Watchdog::new("spinners_across_workers", 120);
+    for round in 0..3 {
+        let rt = Runtime::builder().workers(2).build().expect("runtime");
+        const PER: u64 = 20_000;
+        let cap = [None, Some(1), Some(4)][round % 3];
+        let (tx, rx) = match cap {
+            None => channel::unbounded::<u64>(),
+            Some(c) => channel::bounded::<u64>(c),
+        };
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = rx.clone();
+                rt.spawn(move || rx.iter().collect::<Vec<u64>>())
+            })
+            .collect();
+        drop(rx);
+        let co_senders: Vec<_> = (0..2u64)
+            .map(|id| {
+                let tx = tx.clone();
+                rt.spawn(move || {
+                    for i in 0..PER {
+                        tx.send(id << 32 | i).unwrap();
+                        if i % 3 == 0 {
+                            yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let th_senders: Vec<_> = (2..4u64)
+            .map(|id| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        tx.send(id << 32 | i).unwrap();
+                        for _ in 0..(i % 5) * 32 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        th_senders.into_iter().for_each(|t| t.join().unwrap());
+        co_senders.into_iter().for_each(|t| t.join().unwrap());
+        let mut all = Vec::new();
+        for r in receivers {
+            let got = r.join().unwrap();
+            let mut last = [None::<u64>; 4];
+            for &v in &got {
+                let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                assert!(last[id].is_none_or(|l| l < i), "out of order");
+                last[id] = Some(i);
+            }
+            all.extend(got);
+        }
+        all.sort_unstable();
+        let mut want: Vec<u64> = (0..4u64).flat_map(|id| (0..PER).map(move |i| id << 32 | i)).collect();
+        want.sort_unstable();
+        assert_eq!(all.len(), want.len());
+        assert!(all == want, "lost or duplicated");
+    }
+}
+
+/// As the mpmc stress, with a tiny preemption slice and busy receivers (signal preemption
+/// lands anywhere outside the lock, including between the announcement and the yield).
+#[test]
+fn preempted_spinners_get_every_value_once_in_order() {
+    let _dog = Watchdog::new("preempted_spinners", 120);
+    for round in 0..2 {
+        let rt = Runtime::builder()
+            .workers(2)
+            .preempt(Some(Duration::from_micros(20)))
+            .build()
+            .expect("runtime");
+        const PER: u64 = 20_000;
+        let (tx, rx) = if round % 2 == 0 {
+            channel::unbounded::<u64>()
+        } else {
+            channel::bounded::<u64>(2)
+        };
+        let receivers: Vec<_> = (0..4)
+            .map(|k| {
+                let rx = rx.clone();
+                rt.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut x = 0u64;
+                    while let Ok(v) = rx.recv() {
+                        out.push(v);
+                        for _ in 0..(v % 13) * (k + 1) * 20 {
+                            x = x.wrapping_mul(31).wrapping_add(v);
+                            std::hint::black_box(x);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        drop(rx);
+        let co_senders: Vec<_> = (0..2u64)
+            .map(|id| {
+                let tx = tx.clone();
+                rt.spawn(move || {
+                    let mut x = 0u64;
+                    for i in 0..PER {
+                        tx.send(id << 32 | i).unwrap();
+                        for _ in 0..(i % 11) * 30 {
+                            x = x.wrapping_mul(31).wrapping_add(i);
+                            std::hint::black_box(x);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let th = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER {
+                    tx.send(2u64 << 32 | i).unwrap();
+                }
+            })
+        };
+        drop(tx);
+        th.join().unwrap();
+        co_senders.into_iter().for_each(|t| t.join().unwrap());
+        let mut all = Vec::new();
+        for r in receivers {
+            let got = r.join().unwrap();
+            let mut last = [None::<u64>; 3];
+            for &v in &got {
+                let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                assert!(last[id].is_none_or(|l| l < i), "out of order");
+                last[id] = Some(i);
+            }
+            all.extend(got);
+        }
+        all.sort_unstable();
+        let mut want: Vec<u64> = (0..3u64).flat_map(|id| (0..PER).map(move |i| id << 32 | i)).collect();
+        want.sort_unstable();
+        assert!(all == want, "lost or duplicated");
+    }
+}
+
+/// Aborts the test process if a test outlives `secs`: a hang fails the suite instead of
+/// stalling it.
+struct Watchdog(Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn new(name: &'static str, secs: u64) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                if d.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("{name}: still running after {secs} s, a hang: aborting");
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
 fn receiver_timing_out_after_handoff_keeps_value() {
     one_worker().block_on(|| {
         let (tx, rx) = channel::unbounded::<u32>();

@@ -13,11 +13,13 @@
 //! same worker (a ping-pong, a request and its reply) the answer usually comes within that one
 //! round of the run queue, and both the park and the unpark are saved (they cost several locked
 //! instructions in the scheduler); a completer that finds the node still `SPINNING` wakes
-//! nobody. A yield sends the waiter to the back of the run queue, whereas a woken coroutine runs
-//! next, so on a busy worker spinning would add a round of the queue to the latency: a
-//! coroutine whose worker has more than one other task queued parks at once. An OS thread spins
-//! a few microseconds (pauses, then yields of its time slice) before it parks, as crossbeam's
-//! waiters do: a value that comes meanwhile costs no futex sleep and wake.
+//! nobody. A receiver on a buffered channel spins before it even links its node (the channel's
+//! spinner slot, see `chan`); other waiters link theirs, then spin. A yield sends the waiter to
+//! the back of the run queue, whereas a woken coroutine runs next, so on a busy worker spinning
+//! would add a round of the queue to the latency: a coroutine whose worker has more than one
+//! other task queued parks at once. An OS thread spins a few microseconds (pauses, then yields
+//! of its time slice) before it parks, as crossbeam's waiters do: a value that comes meanwhile
+//! costs no futex sleep and wake.
 //!
 //! **No reference counts per wait.** A coroutine's node holds a raw pointer to its task, valid
 //! while the node is linked (the task waits on it, and leaves only under the lock). A completer
@@ -27,7 +29,7 @@
 //! linked.
 
 use std::cell::{Cell, UnsafeCell};
-use std::marker::PhantomPinned;
+use std::marker::{PhantomData, PhantomPinned};
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -57,24 +59,45 @@ fn thread_tag() -> usize {
     worker::local().map_or(0, |l| ptr::from_ref(l) as usize)
 }
 
+/// The running coroutine, if it may spin before waiting: one other task is queued on its
+/// worker (more, and a yield would wait a whole round of them).
+#[inline(always)]
+pub(super) fn spinning_task() -> Option<&'static Task> {
+    let local = worker::local()?;
+    // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
+    let task = unsafe { local.current.get().as_ref() }?;
+    // Exactly one other: the likely peer. With none, the yield comes straight back, too soon
+    // for a value from another thread.
+    (local.others_queued() == 1).then_some(task)
+}
+
+/// Yields the running coroutine `task` once to the rest of its run queue: a waiter's spin. A
+/// cancellation point.
+#[inline(always)]
+pub(super) fn yield_once(task: &Task) {
+    wait(task, Action::Yield);
+}
+
 /// Who waits on a node.
 enum Who {
     /// A coroutine, of the worker with tag `thread` (never 0).
     Task { task: NonNull<Task>, thread: usize },
     /// An OS thread outside any coroutine.
-    Thread(std::thread::Thread),
+    /// (Shared, so that a completer under the lock takes a count instead of allocating.)
+    Thread(Arc<std::thread::Thread>),
 }
 
 /// A wakeup to run once the channel's lock is released, in one word: it moves through
 /// registers (as a two-word enum it could go through the stack, written as two words and read
 /// back as one 16-byte load, a failed store-to-load forward).
 ///
-/// The word is 0 for none, else the address of a task or of a boxed thread handle (aligned to
-/// 8, so the low bits are free) with a tag in the low bits: [`LOCAL`], a coroutine of this
-/// thread's worker by raw pointer (see the module's comment); [`OWNED_TASK`], a coroutine of
-/// another thread, with a count of its `Arc` that the wake gives up; [`THREAD`], an OS thread.
+/// The word is 0 for none, else the address of a task or of a thread handle (aligned to 8, so
+/// the low bits are free) with a tag in the low bits: [`LOCAL`], a coroutine of this thread's
+/// worker by raw pointer (see the module's comment); [`OWNED_TASK`], a coroutine of another
+/// thread, and [`THREAD`], an OS thread, each with a count of its `Arc` that the wake gives up.
+/// Not `Send`: a `LOCAL` wake runs on the thread that made it.
 #[must_use = "a wakeup must be run"]
-pub(super) struct Wake(usize);
+pub(super) struct Wake(usize, PhantomData<*const ()>);
 
 const LOCAL: usize = 0;
 const OWNED_TASK: usize = 1;
@@ -85,18 +108,18 @@ const _: () = assert!(align_of::<Task>() > TAG_BITS && align_of::<std::thread::T
 
 impl Wake {
     /// Nobody to wake.
-    pub(super) const NONE: Wake = Wake(0);
+    pub(super) const NONE: Wake = Wake(0, PhantomData);
 
     fn local(task: NonNull<Task>) -> Wake {
-        Wake(task.as_ptr() as usize | LOCAL)
+        Wake(task.as_ptr() as usize | LOCAL, PhantomData)
     }
 
     fn owned_task(task: Arc<Task>) -> Wake {
-        Wake(Arc::into_raw(task) as usize | OWNED_TASK)
+        Wake(Arc::into_raw(task) as usize | OWNED_TASK, PhantomData)
     }
 
-    fn thread(thread: std::thread::Thread) -> Wake {
-        Wake(Box::into_raw(Box::new(thread)) as usize | THREAD)
+    fn thread(thread: Arc<std::thread::Thread>) -> Wake {
+        Wake(Arc::into_raw(thread) as usize | THREAD, PhantomData)
     }
 
     /// Runs the wakeup. `off` proves preemption is still held off since the node was
@@ -126,8 +149,9 @@ impl Wake {
             }
             // SAFETY: made by `owned_task` from a count of our own, given up here.
             OWNED_TASK => Unparker::Task(unsafe { Arc::from_raw(ptr as *const Task) }).unpark(),
-            // SAFETY: made by `thread` from a box, freed here.
-            _ => unsafe { Box::from_raw(ptr as *mut std::thread::Thread) }.unpark(),
+            // SAFETY: made by `thread` from a count of our own, given up here.
+            THREAD => unsafe { Arc::from_raw(ptr as *const std::thread::Thread) }.unpark(),
+            _ => unreachable!("no wake has tag 3"),
         }
     }
 }
@@ -140,8 +164,8 @@ impl Drop for Wake {
         match self.0 & TAG_BITS {
             // SAFETY: made by `owned_task` from a count of our own.
             OWNED_TASK => drop(unsafe { Arc::from_raw(ptr as *const Task) }),
-            // SAFETY: made by `thread` from a box.
-            THREAD => drop(unsafe { Box::from_raw(ptr as *mut std::thread::Thread) }),
+            // SAFETY: made by `thread` from a count of our own.
+            THREAD => drop(unsafe { Arc::from_raw(ptr as *const std::thread::Thread) }),
             _ => {}
         }
     }
@@ -176,7 +200,7 @@ impl<T> Node<T> {
                 };
                 (who, state)
             }
-            None => (Who::Thread(std::thread::current()), SPINNING),
+            None => (Who::Thread(Arc::new(std::thread::current())), SPINNING),
         };
         Node {
             prev: Cell::new(ptr::null()),
@@ -185,6 +209,31 @@ impl<T> Node<T> {
             state: AtomicU8::new(state),
             slot: UnsafeCell::new(value),
             _pinned: PhantomPinned,
+        }
+    }
+
+    /// A `SPINNING` node for `task`, the running coroutine, about to spin in a channel's
+    /// spinner slot.
+    #[inline(always)]
+    pub(super) fn spinner(task: &Task) -> Self {
+        Node {
+            prev: Cell::new(ptr::null()),
+            next: Cell::new(ptr::null()),
+            who: Who::Task {
+                task: NonNull::from(task),
+                thread: thread_tag(),
+            },
+            state: AtomicU8::new(SPINNING),
+            slot: UnsafeCell::new(None),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// Its owner spun already (and nobody else reaches the node): it parks when it waits.
+    #[inline(always)]
+    pub(super) fn spun(&self) {
+        if matches!(self.who, Who::Task { .. }) {
+            self.state.store(PARKED, Ordering::Relaxed);
         }
     }
 
@@ -324,7 +373,7 @@ impl<T> Node<T> {
                 {
                     return Wake::NONE; // it will see `DONE` itself
                 }
-                let t = t.clone();
+                let t = Arc::clone(t);
                 n.state.store(DONE, Ordering::Release);
                 Wake::thread(t)
             }

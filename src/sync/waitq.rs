@@ -153,17 +153,20 @@ pub(crate) struct OnUnwind<F: FnMut()> {
 
 impl<F: FnMut()> OnUnwind<F> {
     /// Arms the guard.
+    #[inline(always)]
     pub(crate) fn new(f: F) -> Self {
         OnUnwind { f: Some(f) }
     }
 
     /// Disarms the guard: the waiter left its queue on a normal path.
+    #[inline(always)]
     pub(crate) fn disarm(mut self) {
         self.f = None;
     }
 }
 
 impl<F: FnMut()> Drop for OnUnwind<F> {
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(f) = self.f.as_mut() {
             f();
