@@ -424,7 +424,8 @@ impl Local {
     }
 
     /// How many tasks wait in the run queue, besides the running one: a waiter that finds
-    /// others besides its peer would wait a whole round of them if it spun.
+    /// others besides its peer would wait a whole round of them if it spun. (A task in the
+    /// `next` slot runs right after the current one, so it is left out.)
     #[inline]
     pub(crate) fn others_queued(&self) -> usize {
         self.queue().len()

@@ -214,22 +214,8 @@ fn spinners_across_workers_and_threads_get_every_value_once_in_order() {
         drop(tx);
         th_senders.into_iter().for_each(|t| t.join().unwrap());
         co_senders.into_iter().for_each(|t| t.join().unwrap());
-        let mut all = Vec::new();
-        for r in receivers {
-            let got = r.join().unwrap();
-            let mut last = [None::<u64>; 4];
-            for &v in &got {
-                let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
-                assert!(last[id].is_none_or(|l| l < i), "out of order");
-                last[id] = Some(i);
-            }
-            all.extend(got);
-        }
-        all.sort_unstable();
-        let mut want: Vec<u64> = (0..4u64).flat_map(|id| (0..PER).map(move |i| id << 32 | i)).collect();
-        want.sort_unstable();
-        assert_eq!(all.len(), want.len());
-        assert!(all == want, "lost or duplicated");
+        let got = receivers.into_iter().map(|r| r.join().unwrap());
+        check_tagged(got, 4, PER);
     }
 }
 
@@ -294,22 +280,30 @@ fn preempted_spinners_get_every_value_once_in_order() {
         drop(tx);
         th.join().unwrap();
         co_senders.into_iter().for_each(|t| t.join().unwrap());
-        let mut all = Vec::new();
-        for r in receivers {
-            let got = r.join().unwrap();
-            let mut last = [None::<u64>; 3];
-            for &v in &got {
-                let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
-                assert!(last[id].is_none_or(|l| l < i), "out of order");
-                last[id] = Some(i);
-            }
-            all.extend(got);
-        }
-        all.sort_unstable();
-        let mut want: Vec<u64> = (0..3u64).flat_map(|id| (0..PER).map(move |i| id << 32 | i)).collect();
-        want.sort_unstable();
-        assert!(all == want, "lost or duplicated");
+        let got = receivers.into_iter().map(|r| r.join().unwrap());
+        check_tagged(got, 3, PER);
     }
+}
+
+/// Checks what the receivers got of `senders` senders' `per` values each, tagged
+/// `sender << 32 | seq`: each receiver saw every sender's values in order, and together they
+/// got every value exactly once.
+fn check_tagged(got: impl Iterator<Item = Vec<u64>>, senders: u64, per: u64) {
+    let mut all = Vec::new();
+    for got in got {
+        let mut last = vec![None::<u64>; senders as usize];
+        for &v in &got {
+            let (id, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+            assert!(last[id].is_none_or(|l| l < i), "out of order");
+            last[id] = Some(i);
+        }
+        all.extend(got);
+    }
+    all.sort_unstable();
+    let want: Vec<u64> = (0..senders)
+        .flat_map(|id| (0..per).map(move |i| id << 32 | i))
+        .collect();
+    assert!(all == want, "values lost or received twice");
 }
 
 /// Aborts the test process if a test outlives `secs`: a hang fails the suite instead of

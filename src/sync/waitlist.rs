@@ -16,8 +16,8 @@
 //! nobody. A receiver on a buffered channel spins before it even links its node (the channel's
 //! spinner slot, see `chan`); other waiters link theirs, then spin. A yield sends the waiter to
 //! the back of the run queue, whereas a woken coroutine runs next, so on a busy worker spinning
-//! would add a round of the queue to the latency: a coroutine whose worker has more than one
-//! other task queued parks at once. An OS thread spins a few microseconds (pauses, then yields
+//! would add a round of the queue to the latency: a coroutine spins only when at most one other
+//! task (its likely peer) is queued. An OS thread spins a few microseconds (pauses, then yields
 //! of its time slice) before it parks, as crossbeam's waiters do: a value that comes meanwhile
 //! costs no futex sleep and wake.
 //!
@@ -59,16 +59,21 @@ fn thread_tag() -> usize {
     worker::local().map_or(0, |l| ptr::from_ref(l) as usize)
 }
 
-/// The running coroutine, if it may spin before waiting: one other task is queued on its
-/// worker (more, and a yield would wait a whole round of them).
+/// Whether a coroutine of `local` that is about to wait should spin (yield once) first: when at
+/// most one other task is queued, its likely peer. With more, a yield would wait a whole round
+/// of them.
+#[inline(always)]
+fn worth_spinning(local: &worker::Local) -> bool {
+    local.others_queued() <= 1
+}
+
+/// The running coroutine, if it may spin before waiting (see [`worth_spinning`]).
 #[inline(always)]
 pub(super) fn spinning_task() -> Option<&'static Task> {
     let local = worker::local()?;
     // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
     let task = unsafe { local.current.get().as_ref() }?;
-    // Exactly one other: the likely peer. With none, the yield comes straight back, too soon
-    // for a value from another thread.
-    (local.others_queued() == 1).then_some(task)
+    worth_spinning(local).then_some(task)
 }
 
 /// Yields the running coroutine `task` once to the rest of its run queue: a waiter's spin. A
@@ -193,7 +198,7 @@ impl<T> Node<T> {
         // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
         let (who, state) = match local.and_then(|l| Some((l, unsafe { l.current.get().as_ref() }?))) {
             Some((local, task)) => {
-                let state = if local.others_queued() > 1 { PARKED } else { SPINNING };
+                let state = if worth_spinning(local) { SPINNING } else { PARKED };
                 let who = Who::Task {
                     task: NonNull::from(task),
                     thread: ptr::from_ref(local) as usize,
