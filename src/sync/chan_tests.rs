@@ -73,13 +73,7 @@ fn spinning_receivers_fed_by_a_thread_get_every_value_once_in_order() {
     const N: u64 = 20_000;
     let (tx, rx) = channel::unbounded::<u64>();
     let rt = one_worker();
-    let receivers: Vec<_> = (0..2)
-        .map(|_| {
-            let rx = rx.clone();
-            rt.spawn(move || rx.iter().collect::<Vec<u64>>())
-        })
-        .collect();
-    drop(rx);
+    let receivers = collectors(&rt, rx, 2);
     let sender = std::thread::spawn(move || {
         for v in 0..N {
             tx.send(v).unwrap();
@@ -90,17 +84,19 @@ fn spinning_receivers_fed_by_a_thread_get_every_value_once_in_order() {
         }
     });
     sender.join().unwrap();
-    let mut all = Vec::new();
-    for r in receivers {
-        let got = r.join().unwrap();
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "a receiver saw values out of order"
-        );
-        all.extend(got);
-    }
-    all.sort_unstable();
-    assert_eq!(all, (0..N).collect::<Vec<_>>(), "values lost or received twice");
+    // One sender: its values are tagged 0 << 32 | seq, the values themselves.
+    check_tagged(receivers.into_iter().map(|r| r.join().unwrap()), 1, N);
+}
+
+/// `n` coroutines on `rt` collecting what they receive from `rx` until it disconnects (the
+/// caller's `rx` is consumed, so the senders' drop ends them).
+fn collectors(rt: &Runtime, rx: channel::Receiver<u64>, n: usize) -> Vec<crate::JoinHandle<Vec<u64>>> {
+    (0..n)
+        .map(|_| {
+            let rx = rx.clone();
+            rt.spawn(move || rx.iter().collect::<Vec<u64>>())
+        })
+        .collect()
 }
 
 /// Disconnection while a receiver spins (announced, yielded once).
@@ -178,13 +174,7 @@ fn spinners_across_workers_and_threads_get_every_value_once_in_order() {
             None => channel::unbounded::<u64>(),
             Some(c) => channel::bounded::<u64>(c),
         };
-        let receivers: Vec<_> = (0..4)
-            .map(|_| {
-                let rx = rx.clone();
-                rt.spawn(move || rx.iter().collect::<Vec<u64>>())
-            })
-            .collect();
-        drop(rx);
+        let receivers = collectors(&rt, rx, 4);
         let co_senders: Vec<_> = (0..2u64)
             .map(|id| {
                 let tx = tx.clone();
