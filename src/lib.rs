@@ -56,8 +56,10 @@ pub mod sync;
 pub use blocking::blocking;
 pub use context::{boot_signal, set_boot_signal};
 pub use interrupt::Interrupt;
-pub use preempt::{Checkpoints, NoPreemptGuard, PreemptStats, checkpoint, no_preempt};
-pub use runtime::{DEFAULT_PREEMPT_SLICE, MIN_PREEMPT_SLICE, Runtime, RuntimeBuilder, ShutdownReport, run};
+pub use preempt::{Checkpoints, HogReport, NoPreemptGuard, PreemptStats, checkpoint, no_preempt, preemptible};
+pub use runtime::{
+    DEFAULT_PREEMPT_SLICE, MAX_PREEMPT_SLICE, MIN_PREEMPT_SLICE, Runtime, RuntimeBuilder, ShutdownReport, run,
+};
 pub use sched::api::{
     Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn, yield_now,
 };

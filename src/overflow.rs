@@ -7,6 +7,10 @@
 //! fault goes to the handler that was installed before ours, so std's own "thread has
 //! overflowed its stack" report keeps working.
 //!
+//! When the kernel cannot even push a signal's frame onto a nearly full coroutine stack (a
+//! preemption signal in a `preemptible` region, say), the SIGSEGV it raises instead carries no
+//! address; the handler then looks at the interrupted stack pointer (see `frame_push_failed`).
+//!
 //! Everything the handler does is async-signal-safe: atomics, arithmetic, a buffer on its own
 //! stack, `write`, `sigaction` and `abort`.
 
@@ -15,6 +19,7 @@ use memmap2::{MmapMut, MmapOptions};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 static INSTALL: Once = Once::new();
@@ -25,6 +30,11 @@ static PREV_BUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// signal stack for it to run on (threads made by std have one; others get one here).
 pub(crate) fn ensure_handler() {
     INSTALL.call_once(|| {
+        // SAFETY: getauxval reads the auxiliary vector; 0 means the kernel did not say.
+        let frame = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+        if frame != 0 {
+            FRAME_REACH.store(frame + 4096, Ordering::Relaxed);
+        }
         install(libc::SIGSEGV, &PREV_SEGV);
         install(libc::SIGBUS, &PREV_BUS);
     });
@@ -107,7 +117,9 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; SIGSEGV/SIGBUS carry
     // the faulting address.
     let addr = unsafe { (*info).si_addr() } as usize;
-    if let Some(header) = reserve::guard_hit(addr) {
+    // SAFETY: as above; the kernel passes the interrupted context for SA_SIGINFO handlers.
+    let hit = reserve::guard_hit(addr).or_else(|| unsafe { frame_push_failed(info, uctx) });
+    if let Some(header) = hit {
         // SAFETY: the header of a slot whose guard was hit is mapped and written by this thread.
         unsafe { report(&*header) };
         // SAFETY: abort is async-signal-safe.
@@ -144,6 +156,41 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// How far below the interrupted stack pointer a signal frame may reach: the kernel's own
+/// figure for this CPU (`AT_MINSIGSTKSZ`), plus a page for the red zone and alignment. Read at
+/// install time, so the handler does not call `getauxval`.
+static FRAME_REACH: AtomicUsize = AtomicUsize::new(64 * 1024);
+
+/// When the kernel cannot push a signal's frame (the coroutine's stack has less room left than
+/// a frame needs), it kills the thread with a SIGSEGV of its own: `si_code` `SI_KERNEL` and no
+/// address. That is an overflow if the interrupted stack pointer lies within a frame's reach
+/// above a coroutine's guard page.
+///
+/// # Safety
+///
+/// `info` and `uctx` are what the kernel passed to an `SA_SIGINFO` handler.
+unsafe fn frame_push_failed(
+    info: *const libc::siginfo_t,
+    uctx: *const libc::c_void,
+) -> Option<*const crate::stack::Header> {
+    // SAFETY: per the contract.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code != libc::SI_KERNEL || addr != 0 || uctx.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, `uctx` is the interrupted thread's context.
+    let sp = unsafe { (*uctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSP as usize] } as usize;
+    let reach = FRAME_REACH.load(Ordering::Relaxed);
+    let mut below = 0;
+    while below <= reach {
+        if let Some(header) = reserve::guard_hit(sp.wrapping_sub(below)) {
+            return Some(header);
+        }
+        below += 1024;
+    }
+    None
 }
 
 /// A fixed buffer that formats without allocating.

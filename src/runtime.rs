@@ -11,8 +11,9 @@
 //! assert_eq!(report.alive, 0);
 //! ```
 
+use crate::preempt::settings::{self, EnvSetting};
 use crate::sched::api::{Builder, JoinHandle};
-use crate::sched::worker::{Local, Shared};
+use crate::sched::worker::{Local, PreemptConfig, Shared};
 use crate::stack;
 use std::io;
 use std::panic;
@@ -34,14 +35,20 @@ pub struct RuntimeBuilder {
     stack_size: usize,
     name: String,
     preempt: Option<Duration>,
+    report_hogs: bool,
+    anywhere: bool,
 }
 
 /// The default preemption slice: 10 ms, as Go's. A coroutine that runs that long without
-/// waiting is switched out at its next safe point, or by a signal a quarter slice later.
+/// waiting is switched out at its next safe point (inside a
+/// [`preemptible`](crate::preemptible) region, by a signal half a slice later).
 pub const DEFAULT_PREEMPT_SLICE: Duration = Duration::from_millis(10);
 
 /// The shortest preemption slice accepted.
 pub const MIN_PREEMPT_SLICE: Duration = Duration::from_micros(20);
+
+/// The longest preemption slice accepted: one minute.
+pub const MAX_PREEMPT_SLICE: Duration = Duration::from_secs(60);
 
 /// What shutting a runtime down found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +77,33 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Preemption: `Some(slice)` switches out a coroutine that has run `slice` without waiting
-    /// (see [`crate::preempt`]); `None` turns it off, so coroutines run until they wait or
-    /// yield. The default is [`DEFAULT_PREEMPT_SLICE`].
+    /// Preemption: `Some(slice)` switches out a coroutine that has run `slice` without waiting,
+    /// at its next safe point (see [`crate::preempt`]); `None` turns it off, so coroutines run
+    /// until they wait or yield. The default is [`DEFAULT_PREEMPT_SLICE`]; the slice must lie
+    /// between [`MIN_PREEMPT_SLICE`] and [`MAX_PREEMPT_SLICE`]. `SIGCORO_PREEMPT=off` in the
+    /// environment overrides it with `None`.
     pub fn preempt(mut self, slice: Option<Duration>) -> Self {
         self.preempt = slice;
+        self
+    }
+
+    /// Also print each hog report on stderr, once per hog (see
+    /// [`preempt::hog`](crate::preempt::hog)); they are always kept for [`Runtime::hogs`].
+    pub fn report_hogs(mut self, on: bool) -> Self {
+        self.report_hogs = on;
+        self
+    }
+
+    /// The tests' controls only: signals preempt coroutines anywhere, in any code, as sigcoro
+    /// once did. Not part of the API.
+    ///
+    /// # Safety
+    ///
+    /// Unsound by design (it crashes allocators and deadlocks std's locks): only for showing,
+    /// in a child process, the failures the default mode prevents.
+    #[doc(hidden)]
+    pub unsafe fn preempt_anywhere_for_tests(mut self) -> Self {
+        self.anywhere = true;
         self
     }
 
@@ -91,26 +120,32 @@ impl RuntimeBuilder {
             ));
         }
         let stack_size = stack::validate_size(self.stack_size)?;
-        if let Some(slice) = self.preempt
-            && slice < MIN_PREEMPT_SLICE
+        let slice = match settings::env() {
+            EnvSetting::Off => None,
+            _ => self.preempt,
+        };
+        if let Some(slice) = slice
+            && !(MIN_PREEMPT_SLICE..=MAX_PREEMPT_SLICE).contains(&slice)
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("a preemption slice of {slice:?} is shorter than the minimum of {MIN_PREEMPT_SLICE:?}"),
+                format!(
+                    "a preemption slice of {slice:?} lies outside {MIN_PREEMPT_SLICE:?}..={MAX_PREEMPT_SLICE:?} \
+                     (use preempt(None) to turn preemption off)"
+                ),
             ));
         }
-        let preempt_async = match self.preempt {
-            Some(_) => {
-                crate::preempt::handler::install()?;
-                crate::preempt::async_preemption().is_ok()
-            }
-            None => false,
+        let anywhere = slice.is_some() && self.anywhere;
+        if anywhere {
+            crate::preempt::handler::install()?;
+        }
+        let config = PreemptConfig {
+            slice,
+            async_regions: slice.is_some() && crate::preempt::async_preemption().is_ok(),
+            anywhere,
+            report_hogs: self.report_hogs,
         };
-        let shared = Arc::new(Shared::new(
-            workers,
-            stack_size,
-            self.preempt.filter(|_| preempt_async),
-        )?);
+        let shared = Arc::new(Shared::new(workers, stack_size, config)?);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
@@ -130,7 +165,7 @@ impl RuntimeBuilder {
                 }
             }
         }
-        let timer = match self.preempt {
+        let timer = match slice {
             None => None,
             Some(slice) => {
                 let rt = shared.clone();
@@ -166,6 +201,8 @@ impl Runtime {
             stack_size: stack::DEFAULT_STACK_SIZE,
             name: "sigcoro".into(),
             preempt: Some(DEFAULT_PREEMPT_SLICE),
+            report_hogs: false,
+            anywhere: false,
         }
     }
 
@@ -235,10 +272,19 @@ impl Runtime {
         self.shared.stats.snapshot()
     }
 
+    /// The coroutines seen hogging a worker (running two slices or more without reaching a
+    /// safe point), oldest first; the runtime keeps the last 64. See
+    /// [`preempt::hog`](crate::preempt::hog).
+    pub fn hogs(&self) -> Vec<crate::preempt::HogReport> {
+        self.shared.hogs.snapshot()
+    }
+
     fn stop(&mut self) -> ShutdownReport {
-        // The timer thread goes first: it reads the workers' thread-local flags.
+        // The timer thread goes first: it reads the workers' thread-local flags. It sleeps in
+        // `park_timeout`, so it sees the flag at once, whatever the slice.
         self.shared.timer_stop.store(true, Ordering::Release);
         if let Some(t) = self.timer.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         let alive = self.shared.alive();

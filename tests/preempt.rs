@@ -1,6 +1,8 @@
-//! Preemption: spinning coroutines are switched out, share a worker fairly, are never switched
-//! inside `no_preempt`, and the signal path survives malloc, println! and locks. Tests assert
-//! counts and invariants; bounded waits only guard against hangs.
+//! Preemption: in the default mode no signal is ever sent, safe points take the interrupt, and a
+//! coroutine that never reaches one is reported as a hog; inside `preemptible` regions spinning
+//! coroutines are switched out asynchronously and share a worker fairly; nothing is switched
+//! inside `no_preempt`. Tests assert counts and invariants; bounded waits only guard against
+//! hangs, and the controls run in child processes.
 
 use sigcoro::Runtime;
 use std::sync::Arc;
@@ -15,8 +17,15 @@ fn rt(workers: usize, slice: Duration) -> Runtime {
         .expect("runtime")
 }
 
-/// Spins without calls or safe points until `stop`, counting blocks of work.
+/// Spins without calls or safe points until `stop`, counting blocks of work, inside an
+/// asynchronous preemption region.
 fn spin(stop: &AtomicBool, work: &AtomicU64) {
+    // SAFETY: arithmetic and atomics on shared counters: no thread-owned state.
+    unsafe { sigcoro::preemptible(|| spin_plain(stop, work)) }
+}
+
+/// Spins without calls or safe points until `stop`, counting blocks of work.
+fn spin_plain(stop: &AtomicBool, work: &AtomicU64) {
     let mut x = 1u64;
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..2048 {
@@ -43,7 +52,7 @@ fn watchdog(stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<b
 }
 
 #[test]
-fn a_spinning_coroutine_is_preempted_and_others_progress() {
+fn a_spinning_coroutine_in_a_region_is_preempted_and_others_progress() {
     let rt = rt(1, Duration::from_millis(1));
     let stop = Arc::new(AtomicBool::new(false));
     let dog = watchdog(stop.clone(), Duration::from_secs(30));
@@ -66,7 +75,7 @@ fn a_spinning_coroutine_is_preempted_and_others_progress() {
     assert!(!dog.join().unwrap(), "the watchdog had to stop the spinner");
     assert_eq!(n, 20);
     let stats = rt.preemptions();
-    assert!(stats.asynchronous + stats.at_safe_points > 0, "{stats:?}");
+    assert!(stats.asynchronous > 0, "{stats:?}");
     assert!(spinner_thread_work(&work) > 0);
 }
 
@@ -75,7 +84,7 @@ fn spinner_thread_work(w: &AtomicU64) -> u64 {
 }
 
 #[test]
-fn spinning_coroutines_share_a_worker() {
+fn spinning_coroutines_in_regions_share_a_worker() {
     const HOGS: usize = 4;
     let rt = rt(1, Duration::from_millis(1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -250,11 +259,10 @@ fn malloc_println_and_locks_survive_a_50us_slice() {
 
 #[test]
 fn a_bad_slice_is_refused() {
-    let err = Runtime::builder()
-        .preempt(Some(Duration::from_micros(1)))
-        .build()
-        .unwrap_err();
-    assert!(err.to_string().contains("shorter than the minimum"), "{err}");
+    for bad in [Duration::from_micros(1), Duration::from_secs(3600), Duration::MAX] {
+        let err = Runtime::builder().preempt(Some(bad)).build().unwrap_err();
+        assert!(err.to_string().contains("lies outside"), "{err}");
+    }
     // Off means off: a spinner is never preempted (it stops itself).
     let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -309,11 +317,17 @@ fn inline_blocking_after_preemption_sees_no_eintr() {
     let dog = watchdog(stop.clone(), Duration::from_secs(20));
     let result = rt.block_on(move || {
         let mut x = 1u64;
-        while sigcoro::current().preemptions().asynchronous < 3 && !stop.load(Ordering::Relaxed) {
-            for _ in 0..2048 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            }
-        }
+        let me = sigcoro::current();
+        // SAFETY: arithmetic, and reads of counters through a handle made outside.
+        unsafe {
+            sigcoro::preemptible(|| {
+                while me.preemptions().asynchronous < 3 && !stop.load(Ordering::Relaxed) {
+                    for _ in 0..2048 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                }
+            })
+        };
         std::hint::black_box(x);
         stop.store(true, Ordering::Relaxed);
         let mut fds = [0; 2];
@@ -340,26 +354,30 @@ fn inline_blocking_after_preemption_sees_no_eintr() {
 }
 
 /// Coroutines of one worker spawning and joining in tight loops under the shortest slice:
-/// preemption lands inside spawns and joins over and over, and nothing is lost or counted
-/// twice (the runtime's per-worker structures are never switched away from half-updated).
+/// preemption lands inside spawns and joins over and over (in a region, where sigcoro's own
+/// code is vouched code), and nothing is lost or counted twice (the runtime's per-worker
+/// structures are never switched away from half-updated).
 #[test]
-fn spawn_and_join_survive_preemption_anywhere() {
+fn spawn_and_join_survive_asynchronous_preemption() {
     const COROUTINES: u64 = 4;
     const ROUNDS: u64 = 400;
     const BATCH: u64 = 1_000;
     let rt = rt(1, Duration::from_micros(20));
     let handles: Vec<_> = (0..COROUTINES)
         .map(|c| {
-            rt.spawn(move || {
-                let mut sum = 0u64;
-                for r in 0..ROUNDS {
-                    // A batch of spawns, then (once they ran) a batch of joins that do not wait:
-                    // two long stretches without a safe point, where only signals preempt.
-                    let batch: Vec<_> = (0..BATCH).map(|i| sigcoro::spawn(move || r * BATCH + i + c)).collect();
-                    sigcoro::yield_now();
-                    sum += batch.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
-                }
-                sum
+            // SAFETY: spawns, joins and arithmetic: no thread-owned state of the test's own.
+            rt.spawn(move || unsafe {
+                sigcoro::preemptible(|| {
+                    let mut sum = 0u64;
+                    for r in 0..ROUNDS {
+                        // A batch of spawns, then (once they ran) a batch of joins that do not wait:
+                        // two long stretches without a safe point, where only signals preempt.
+                        let batch: Vec<_> = (0..BATCH).map(|i| sigcoro::spawn(move || r * BATCH + i + c)).collect();
+                        sigcoro::yield_now();
+                        sum += batch.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+                    }
+                    sum
+                })
             })
         })
         .collect();
@@ -373,4 +391,80 @@ fn spawn_and_join_survive_preemption_anywhere() {
     assert!(stats.signals + stats.alarms > 0, "no signal came: {stats:?}");
     let report = rt.shutdown();
     assert_eq!(report.alive, 0, "every spawn was counted once and every end once");
+}
+
+/// The default mode never signals a worker: a coroutine spinning without a safe point keeps
+/// its worker, and is reported as a hog (by id, name and entry function), while a coroutine
+/// with checkpoints on another runtime is preempted at them.
+#[test]
+fn safe_point_mode_sends_no_signal_and_reports_hogs() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .preempt(Some(Duration::from_millis(1)))
+        .report_hogs(true)
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let dog = watchdog(stop.clone(), Duration::from_secs(20));
+    let (s, work) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+    let w = work.clone();
+    let spinner = rt
+        .builder_spawn(sigcoro::Builder::new().name("spinner"), move || spin_plain(&s, &w))
+        .unwrap();
+    // Wait (bounded by the watchdog) until the timer thread reports it.
+    while rt.hogs().is_empty() && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().unwrap();
+    assert!(!dog.join().unwrap(), "the hog was never reported");
+    let hogs = rt.hogs();
+    let hog = &hogs[0];
+    assert_eq!(hog.name.as_deref(), Some("spinner"), "{hog:?}");
+    assert!(
+        hog.entry.contains("safe_point_mode_sends_no_signal_and_reports_hogs"),
+        "{hog:?}"
+    );
+    assert!(hog.held_for >= Duration::from_millis(2), "{hog:?}");
+    assert_eq!(hog.worker, 0);
+    let stats = rt.preemptions();
+    assert_eq!(
+        (stats.signals, stats.alarms, stats.asynchronous),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(stats.hogs >= 1, "{stats:?}");
+}
+
+/// A hog that finally reaches a safe point counts the episode in its own stats.
+#[test]
+fn a_hog_counts_its_episode_when_it_reaches_a_safe_point() {
+    let rt = rt(1, Duration::from_millis(1));
+    let h = rt.spawn(|| {
+        let end = Instant::now() + Duration::from_millis(20);
+        let mut x = 0u64;
+        while Instant::now() < end {
+            x = x.wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        sigcoro::checkpoint();
+        sigcoro::current().preemptions()
+    });
+    let stats = h.join().unwrap();
+    assert_eq!(stats.hogs, 1, "{stats:?}");
+    assert_eq!(stats.at_safe_points, 1, "{stats:?}");
+}
+
+/// Shutdown does not wait for the timer thread's next look, however long the slice.
+#[test]
+fn shutdown_is_prompt_with_a_long_slice() {
+    let rt = rt(1, sigcoro::MAX_PREEMPT_SLICE);
+    rt.block_on(|| sigcoro::sleep(Duration::from_millis(5)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        rt.shutdown();
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("shutdown with a one-minute slice hung");
 }

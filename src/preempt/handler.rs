@@ -1,27 +1,32 @@
-//! The preemption signal's handler: switch a coroutine out from inside the handler, where safe.
+//! The preemption signal's handler: switches a coroutine out from inside the handler, where
+//! the interrupted code is vouched safe.
 //!
 //! The signal comes from the timer thread, or from the worker's own alarm (see
 //! [`super::alarm`]; `si_code == SI_TIMER`), which also means "the slice is over, and a timer
-//! may be due": the handler raises those flags itself.
+//! may be due": the handler raises those flags itself. It is blocked in every worker's mask
+//! except inside [`preemptible`](super::preemptible) regions (see [`super::region`]), so in the
+//! default mode it is never delivered at all.
 //!
 //! Installed process-wide without `SA_ONSTACK`, so it runs on the interrupted coroutine's own
 //! stack (which is why stacks keep `AT_MINSIGSTKSZ` of headroom) and the kernel's signal frame
-//! there holds the whole interrupted state. `SA_RESTART` restarts interrupted system calls, and
-//! the timer thread signals only workers that are running, not sleeping in one.
+//! there holds the whole interrupted state. It switches only if the coroutine is in a region,
+//! outside every no-preempt section, not unwinding, and [`super::unwind::walk`] finds that the
+//! interrupted instruction and every caller up to the region run vouched code; otherwise the
+//! flag stays up for the next safe point, and the timer thread tries again a grace period
+//! later.
 //!
 //! Switching out from the handler leaves the signal blocked in the thread's mask (the kernel
-//! blocks it while its handler runs); the worker unblocks it before running anything else.
-//! When the coroutine is resumed it returns from the handler, and `rt_sigreturn` restores its
-//! registers and its own mask.
+//! blocks it while its handler runs), which is how the worker wants it between coroutines. When
+//! the coroutine is resumed it returns from the handler, and `rt_sigreturn` restores its
+//! registers and its own mask (unblocked: it is in its region).
 //!
 //! Everything here is async-signal-safe: thread-local and atomic loads and stores, reads of the
-//! coroutine's own stack, and the switch.
+//! coroutine's own stack and of the executable's unwind tables, and the switch.
 
-use super::ranges;
+use super::unwind::{Regs, Verdict};
 use crate::sched::task::Task;
 use crate::sched::worker;
 use std::io;
-use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Once;
 use std::sync::atomic::{Ordering, compiler_fence};
@@ -37,7 +42,6 @@ static INSTALL: Once = Once::new();
 pub(crate) fn install() -> io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
-        ranges::init();
         // SAFETY: installing a handler for a signal the runtime reserves; the action struct is
         // fully initialised.
         unsafe {
@@ -51,17 +55,6 @@ pub(crate) fn install() -> io::Result<()> {
         }
     });
     result
-}
-
-/// Unblocks the preemption signal in this thread's mask, after a switch out of the handler.
-pub(crate) fn unblock() {
-    // SAFETY: plain libc calls on a local set.
-    unsafe {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), preempt_signal());
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), ptr::null_mut());
-    }
 }
 
 extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
@@ -100,20 +93,30 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     let Some(task) = (unsafe { local.current.get().as_ref() }) else {
         return;
     };
+    let anywhere = local.rt.preempt_anywhere;
+    let region = task.region_cfa.load(Ordering::Relaxed);
+    if region == 0 && !anywhere {
+        return; // a signal let in just as a region ended: the flag waits for a safe point
+    }
     if super::preempt_held_off(task) || task.in_handler.load(Ordering::Relaxed) {
-        return; // a safe point or the end of the region takes the interrupt
+        return; // a safe point or the end of the no-preempt section takes the interrupt
     }
     if std::thread::panicking() {
         return; // never switch out mid-unwind: other coroutines would see a panicking thread
     }
     let gregs = &uctx.uc_mcontext.gregs;
-    let (pc, sp, fp) = (
-        gregs[libc::REG_RIP as usize] as usize,
-        gregs[libc::REG_RSP as usize] as usize,
-        gregs[libc::REG_RBP as usize] as usize,
-    );
-    // SAFETY: the checks read only the coroutine's own stack, within its bounds.
-    if !unsafe { interrupted_point_is_safe(task, pc, sp, fp) } {
+    let regs = Regs {
+        pc: gregs[libc::REG_RIP as usize] as usize,
+        sp: gregs[libc::REG_RSP as usize] as usize,
+        bp: gregs[libc::REG_RBP as usize] as usize,
+    };
+    let watch = &local.me().preempt;
+    watch.last_pc.store(regs.pc, Ordering::Relaxed);
+    watch
+        .last_pc_seq
+        .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+    // The tests' controls switch anywhere; everything else must pass the walk.
+    if !anywhere && !unsafe { vouched(task, regs, region) } {
         task.stats.deferred.fetch_add(1, Ordering::Relaxed);
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);
         return;
@@ -127,52 +130,32 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     task.in_handler.store(true, Ordering::Relaxed);
     crate::preempt::off_inc(&task.preempt_off);
     compiler_fence(Ordering::SeqCst);
-    // SAFETY: we run on the task's own stack (checked above) as that task; its yielder lives in
-    // its entry frame. The worker takes `Preempted` as "unblock the signal, requeue".
+    // SAFETY: we run on the task's own stack (the walk checked it) as that task; its yielder
+    // lives in its entry frame. The worker leaves the signal blocked, as between coroutines.
     unsafe { (*task.yielder.get()).suspend(action) };
     compiler_fence(Ordering::SeqCst);
     crate::preempt::off_dec(&task.preempt_off);
     task.in_handler.store(false, Ordering::Relaxed);
 }
 
-/// Whether neither the interrupted instruction nor any of its callers up to the coroutine's
-/// entry lies in code that must not be interrupted.
+/// Whether the interrupted instruction and every caller up to the region's closure run
+/// vouched code, on the task's own stack.
 ///
 /// # Safety
 ///
-/// `sp` and `fp` are the interrupted registers of `task`'s coroutine.
-unsafe fn interrupted_point_is_safe(task: &Task, pc: usize, sp: usize, mut fp: usize) -> bool {
-    let Some(ranges) = ranges::get() else { return false };
+/// `regs` are the interrupted registers of `task`'s coroutine, on this thread.
+unsafe fn vouched(task: &Task, regs: Regs, region_cfa: usize) -> bool {
+    let Some(map) = super::codemap::get() else { return false };
     let (lo, hi) = (
         task.stack_lo.load(Ordering::Relaxed),
         task.stack_hi.load(Ordering::Relaxed),
     );
-    let base = task.user_base.load(Ordering::Relaxed);
-    if !ranges.async_ok() || sp < lo || sp + 8 > hi || base == 0 || ranges.contains(pc) {
+    if regs.sp < lo || regs.sp >= hi {
         return false;
     }
-    // At a function's first instructions, its return address is at [sp]; elsewhere that word is
-    // data, and a false alarm only defers.
-    // SAFETY: sp lies within the coroutine's mapped stack.
-    if ranges.contains(unsafe { *(sp as *const usize) }) {
-        return false;
-    }
-    // Walk the frame-pointer chain up to the frame of the runtime's call into user code.
-    let mut below = sp;
-    for _ in 0..4096 {
-        if fp == base {
-            return true;
-        }
-        if fp < below || !fp.is_multiple_of(8) || fp + 16 > base {
-            return false; // not a chain we can follow: do not guess
-        }
-        // SAFETY: [fp, fp + 16) lies within [sp, base), on the coroutine's stack.
-        let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
-        if ranges.contains(ret) {
-            return false;
-        }
-        below = fp + 16;
-        fp = next;
-    }
-    false
+    // SAFETY: the registers are the coroutine's, and [lo, hi) is its stack.
+    matches!(
+        unsafe { super::unwind::walk(map, regs, lo, hi, region_cfa) },
+        Verdict::Vouched
+    )
 }

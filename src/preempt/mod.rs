@@ -1,45 +1,60 @@
 //! Preemption: timer threads interrupt coroutines that run too long, at safe points.
 //!
-//! Two levels, cheapest first, as Async::Interrupt's asynchronous interrupts:
+//! # The default: safe points, sound by construction
 //!
-//! 1. A runtime's timer thread watches each worker. When the same slice has run
-//!    longer than the runtime's `preempt` slice, it raises the worker's interrupt flag: one
-//!    atomic OR. Every
-//!    safe point ([`checkpoint`], [`yield_now`](crate::yield_now), parking, channel operations,
-//!    the end of a [`no_preempt`] region) tests the flag with one load and a predictable branch,
-//!    and yields if it is set.
-//! 2. If the flag is still set a grace period later, the timer thread sends the worker a signal.
-//!    Its handler runs on the coroutine's own stack and preempts only where that is safe: not
-//!    inside a no-preempt region (the runtime's own critical sections are ones), and neither the
-//!    interrupted instruction nor any caller up to the coroutine's entry in a shared library
-//!    (libc, the loader, the vDSO) or in the Rust standard library (stdout's lock, for one). If
-//!    safe, it switches to the scheduler from inside the handler: the kernel's signal frame on
-//!    the coroutine's stack holds every register, vector state included, and the handler
-//!    restores errno when the coroutine resumes. If not, the flag stays set for the next safe
-//!    point. A coroutine preempted once has its next slices ended by its worker's own kernel
-//!    timer instead, with no wake-up of the timer thread.
+//! A runtime's timer thread watches each worker. When the same slice has run longer than the
+//! runtime's `preempt` slice, it raises the worker's interrupt flag: one atomic OR, no system
+//! call. Every safe point ([`checkpoint`], [`Checkpoints`], every sigcoro call that may switch:
+//! [`yield_now`](crate::yield_now), joins, parking, sleeping, channel and lock operations,
+//! `try_*` included, the end of a [`no_preempt`] region) tests the flag with one load and a
+//! predictable branch and, if it is set, yields. A timer due on a worker raises the flag the
+//! same way, so a sleeper wakes at its neighbour's next safe point. No signal is ever sent to a
+//! worker: no EINTR, no signal frame on a coroutine stack, no switch inside code that did not
+//! choose to switch. This is Async::Interrupt's model: signalled from another thread, handled
+//! where the program is ready for it.
 //!
-//! # What user code must guard
+//! What it costs: a coroutine that computes for a long time without a safe point keeps its
+//! worker. The runtime reports it ([`hog`]: [`Runtime::hogs`](crate::Runtime::hogs), the
+//! `hogs` counters, and a line on stderr with
+//! [`report_hogs`](crate::RuntimeBuilder::report_hogs)).
 //!
-//! Preemption switches coroutines of one worker thread at points the code did not choose, so
-//! state that is per *thread* but used by several coroutines must not be held across such a
-//! point. Wrap it in [`no_preempt`] (or use [`crate::sync`], whose locks park coroutines):
+//! # The opt-in: asynchronous preemption in regions the user vouches for
 //!
-//! - a `std::sync::Mutex`/`RwLock` (or parking_lot's) guard held while doing work: another
-//!   coroutine of the same worker that locks it blocks the whole worker thread, and the holder
-//!   never runs again: a deadlock;
-//! - a `RefCell` in a `thread_local!` borrowed across work: another coroutine's borrow panics;
-//! - a `thread_local!` whose initialiser runs long.
+//! Inside [`preemptible`] (an `unsafe fn`: its contract is about thread-owned state), a
+//! coroutine that ignores its flag for a grace period (half a slice) more is sent the
+//! preemption signal, and the handler switches it out at the interrupted instruction if that
+//! instruction and every caller up to the region are Rust code of the executable outside std,
+//! core, alloc and the global allocator (see [`codemap`] and [`unwind`]). Outside regions the
+//! signal is blocked in the workers' masks. A coroutine preempted once has its next slices
+//! ended by its worker's own kernel timer ([`alarm`]).
 //!
-//! Asynchronous preemption needs frame pointers (build with `-C force-frame-pointers=yes`, as
-//! this crate's own `.cargo/config.toml` does) and a symbol table; without them it is off and
-//! only safe points preempt ([`async_preemption`] says why).
+//! # What user code must still guard
+//!
+//! Safe points are explicit calls, so the rule is the one of `.await` in async Rust: do not
+//! hold thread-owned state across a sigcoro call that may switch. A `std::sync::Mutex` guard
+//! held across `sleep`, a channel operation or a `checkpoint()` blocks the whole worker thread
+//! when another of its coroutines takes the lock; hold it across no sigcoro call, or use
+//! [`crate::sync::Mutex`], which parks coroutines. [`no_preempt`] keeps a safe point from
+//! switching for preemption (it may still wait by its own choice).
+//!
+//! # Switching it off
+//!
+//! `SIGCORO_PREEMPT=noasync` turns regions' asynchronous preemption off for a whole process,
+//! `SIGCORO_PREEMPT=off` all preemption (see [`settings`]).
 
 pub(crate) mod alarm;
+pub(crate) mod codemap;
 pub(crate) mod handler;
-pub(crate) mod ranges;
+pub mod hog;
+pub(crate) mod region;
+pub mod settings;
 pub(crate) mod timer;
+pub(crate) mod unwind;
 pub(crate) mod watch;
+
+pub use hog::HogReport;
+pub use region::preemptible;
+pub use settings::async_preemption;
 
 use crate::sched::park::current_task;
 use crate::sched::task::Task;
@@ -68,10 +83,27 @@ pub(crate) fn take_preemption(signal: bool) -> Option<crate::sched::task::Action
         return None;
     }
     INTERRUPT.with(|f| f.fetch_and(!(PREEMPT | DEADLINE), Ordering::Relaxed));
+    count_hog();
     Some(crate::sched::task::Action::Preempted {
         signal,
         front: flags & PREEMPT == 0,
     })
+}
+
+/// Counts a hog episode in the running coroutine's stats if the timer thread reported the
+/// slice that ends now (rare: only after slices without a safe point).
+fn count_hog() {
+    let Some(local) = crate::sched::worker::local() else {
+        return;
+    };
+    let watch = &local.me().preempt;
+    let hog = watch.hog_seq.load(Ordering::Relaxed);
+    if hog != 0 && hog == watch.slice_seq.load(Ordering::Relaxed) {
+        watch.hog_seq.store(0, Ordering::Relaxed);
+        if let Some(task) = current_task() {
+            task.stats.hogs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A safe point: if the timer thread asked this worker to switch, yield now. Costs one load and
@@ -323,27 +355,21 @@ impl<T> std::ops::DerefMut for LockGuard<'_, T> {
     }
 }
 
-/// Whether asynchronous preemption (level 2) is available in this process, or why not. Safe
-/// points preempt either way.
-pub fn async_preemption() -> Result<(), &'static str> {
-    match ranges::init().off_reason {
-        None => Ok(()),
-        Some(why) => Err(why),
-    }
-}
-
 /// How often coroutines were preempted: counts for one coroutine
 /// ([`GreenThread::preemptions`](crate::GreenThread::preemptions)) or a whole runtime
 /// ([`Runtime::preemptions`](crate::Runtime::preemptions)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PreemptStats {
-    /// Switched away by the signal handler, at an arbitrary safe instruction.
+    /// Switched away by the signal handler inside a [`preemptible`] region.
     pub asynchronous: u64,
     /// Switched away at a safe point after the interrupt flag was raised.
     pub at_safe_points: u64,
-    /// Signals that found the coroutine where it could not be switched (a no-preempt region,
-    /// libc, std): the flag stayed set for the next safe point.
+    /// Signals that found the coroutine where it could not be switched (a no-preempt section,
+    /// code that is not vouched Rust code): the flag stayed set for the next safe point.
     pub deferred: u64,
+    /// Times it held its worker for two slices or more without reaching a safe point (see
+    /// [`hog`]; runtime totals count the reports filed).
+    pub hogs: u64,
     /// Signals the timer thread sent (runtime totals only).
     pub signals: u64,
     /// Signals the workers' own alarms delivered: the end of a slice of a coroutine that was
@@ -357,6 +383,7 @@ pub(crate) struct Counters {
     pub asynchronous: std::sync::atomic::AtomicU64,
     pub at_safe_points: std::sync::atomic::AtomicU64,
     pub deferred: std::sync::atomic::AtomicU64,
+    pub hogs: std::sync::atomic::AtomicU64,
     pub signals: std::sync::atomic::AtomicU64,
     pub alarms: std::sync::atomic::AtomicU64,
 }
@@ -367,6 +394,7 @@ pub(crate) struct TaskCounters {
     pub asynchronous: std::sync::atomic::AtomicU64,
     pub at_safe_points: std::sync::atomic::AtomicU64,
     pub deferred: std::sync::atomic::AtomicU64,
+    pub hogs: std::sync::atomic::AtomicU64,
 }
 
 impl TaskCounters {
@@ -380,6 +408,7 @@ impl TaskCounters {
             asynchronous: self.asynchronous.load(Ordering::Relaxed),
             at_safe_points: self.at_safe_points.load(Ordering::Relaxed),
             deferred: self.deferred.load(Ordering::Relaxed),
+            hogs: self.hogs.load(Ordering::Relaxed),
             ..PreemptStats::default()
         }
     }
@@ -391,6 +420,7 @@ impl Counters {
             asynchronous: self.asynchronous.load(Ordering::Relaxed),
             at_safe_points: self.at_safe_points.load(Ordering::Relaxed),
             deferred: self.deferred.load(Ordering::Relaxed),
+            hogs: self.hogs.load(Ordering::Relaxed),
             signals: self.signals.load(Ordering::Relaxed),
             alarms: self.alarms.load(Ordering::Relaxed),
         }

@@ -32,7 +32,8 @@
 //! due). With no coroutine running anywhere it looks less and less often, down to every 10 ms.
 
 use super::handler::preempt_signal;
-use super::watch::PreemptWatch;
+use super::hog::{HOG_SLICES, HogReport};
+use super::watch::{IDLE, IN_REGION, PreemptWatch};
 use super::{DEADLINE, PREEMPT};
 use crate::sched::worker::Shared;
 use std::sync::Arc;
@@ -79,6 +80,9 @@ struct Watch {
     cpu_mark: Option<(u64, u64)>,
     /// The last timer deadline we interrupted the worker for (never twice for one deadline).
     handled_deadline: u64,
+    /// The worker's index, and the hog reported for the running slice: its slice and id.
+    index: usize,
+    hog: Option<(u64, u64)>,
 }
 
 /// The timer thread's view of time for one look, and the runtime's settings.
@@ -105,7 +109,12 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10);
     }
     let slice = slice.as_nanos() as u64;
-    let mut watch: Vec<Watch> = rt.workers.iter().map(|_| Watch::default()).collect();
+    let mut watch: Vec<Watch> = (0..rt.workers.len())
+        .map(|index| Watch {
+            index,
+            ..Watch::default()
+        })
+        .collect();
     let mut idle_period = slice;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -134,7 +143,8 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
             wake.saturating_sub(now)
         };
         if pause > 0 {
-            std::thread::sleep(Duration::from_nanos(pause));
+            // Parked, not asleep: shutdown unparks it, whatever the slice.
+            std::thread::park_timeout(Duration::from_nanos(pause));
         }
     }
 }
@@ -144,16 +154,19 @@ impl Look<'_> {
     /// look (`None`: it runs nothing).
     fn worker(&self, w: &PreemptWatch, watch: &mut Watch) -> Option<u64> {
         let now = self.now;
-        if !w.running.load(Ordering::Relaxed) {
+        if w.running.load(Ordering::Relaxed) == IDLE {
+            self.hog_over(watch);
             (watch.slice, watch.flagged_at, watch.signalled_at, watch.cpu_mark) = (None, None, None, None);
             return None;
         }
         let (seq, stamp) = w.slice();
         if watch.slice.map(|(s, _)| s) != Some(seq) {
+            self.hog_over(watch);
             watch.slice = Some((seq, stamp.unwrap_or(now).min(now)));
             (watch.flagged_at, watch.signalled_at) = (None, None);
         }
         let start = watch.slice.map_or(now, |(_, start)| start);
+        self.hog_check(w, watch, seq, start);
         let mut next = now + self.look;
 
         let alarm = w.alarm.load(Ordering::Relaxed);
@@ -240,17 +253,83 @@ impl Look<'_> {
         }
     }
 
-    /// Sends the preemption signal to a worker thread whose interrupt flags are up.
+    /// Sends the preemption signal to a worker thread whose interrupt flags are up, if it runs
+    /// a coroutine inside a region (never otherwise: that is the default mode's guarantee).
     fn signal(&self, w: &PreemptWatch) {
+        let in_region = w.running.load(Ordering::Relaxed) == IN_REGION || self.rt.preempt_anywhere;
+        if !in_region || !self.rt.preempt_async() {
+            return;
+        }
         let flag = w.flag.load(Ordering::Acquire);
         // SAFETY: as in `interrupt`.
         let pending = !flag.is_null() && unsafe { (*flag).load(Ordering::Acquire) } & (PREEMPT | DEADLINE) != 0;
         let tid = w.tid.load(Ordering::Relaxed);
-        if pending && tid != 0 && self.rt.preempt_async() {
+        if pending && tid != 0 {
             self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);
             // SAFETY: tgkill to a thread of our own process.
             unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, preempt_signal()) };
         }
+    }
+}
+
+impl Look<'_> {
+    /// Files a hog report when the running slice has gone [`HOG_SLICES`] slices without a safe
+    /// point, and keeps it up to date while it goes on.
+    fn hog_check(&self, w: &PreemptWatch, watch: &mut Watch, seq: u64, start: u64) {
+        let held = self.now.saturating_sub(start);
+        if held < HOG_SLICES * self.slice {
+            return;
+        }
+        let function = self.last_function(w, seq);
+        if let Some((hog_seq, id)) = watch.hog
+            && hog_seq == seq
+        {
+            self.rt
+                .hogs
+                .update(watch.index, id, Duration::from_nanos(held), true, function);
+            return;
+        }
+        let Some((id, entry, name)) = w.ident.read() else {
+            return;
+        };
+        if w.slice_seq.load(Ordering::Acquire) != seq {
+            return; // it switched out while we read: no hog after all
+        }
+        watch.hog = Some((seq, id));
+        w.hog_seq.store(seq, Ordering::Relaxed);
+        self.rt.stats.hogs.fetch_add(1, Ordering::Relaxed);
+        let report = self.rt.hogs.file(HogReport {
+            worker: watch.index,
+            id,
+            name,
+            entry,
+            function,
+            held_for: Duration::from_nanos(held),
+            ongoing: true,
+        });
+        if self.rt.report_hogs {
+            eprintln!(
+                "sigcoro: {report}; coroutines queued behind it on that worker wait (add \
+                 sigcoro::checkpoint() to its loop, or run it in sigcoro::preemptible)"
+            );
+        }
+    }
+
+    /// The reported hog's slice is over: its report says so.
+    fn hog_over(&self, watch: &mut Watch) {
+        if let Some((_, id)) = watch.hog.take() {
+            self.rt.hogs.update(watch.index, id, Duration::ZERO, false, None);
+        }
+    }
+
+    /// Where the handler last found slice `seq`'s coroutine, if it did.
+    fn last_function(&self, w: &PreemptWatch, seq: u64) -> Option<String> {
+        if w.last_pc_seq.load(Ordering::Relaxed) != seq {
+            return None;
+        }
+        let pc = w.last_pc.load(Ordering::Relaxed);
+        let (name, offset) = super::codemap::get()?.function_at(pc)?;
+        Some(format!("{name}+{offset:#x}"))
     }
 }
 

@@ -4,8 +4,15 @@
 //! A worker writes these with plain stores (no locked instruction on the switch path); the
 //! timer thread only reads them, except for the interrupt flags behind `flag`.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
+
+/// [`PreemptWatch::running`]: the worker runs no coroutine.
+pub(crate) const IDLE: u8 = 0;
+/// [`PreemptWatch::running`]: the worker runs a coroutine outside any async region.
+pub(crate) const RUNNING: u8 = 1;
+/// [`PreemptWatch::running`]: the worker runs a coroutine inside an async region.
+pub(crate) const IN_REGION: u8 = 2;
 
 /// A worker's state as the preemption timer thread sees it.
 #[derive(Default)]
@@ -23,8 +30,18 @@ pub(crate) struct PreemptWatch {
     pub stamp_seq: AtomicU64,
     /// When slice `stamp_seq` began, in [`super::timer::nanos`].
     pub stamp_ns: AtomicU64,
-    /// Whether a coroutine is running now.
-    pub running: AtomicBool,
+    /// What the worker runs now: [`IDLE`], [`RUNNING`], or [`IN_REGION`] (a coroutine inside
+    /// [`preemptible`](super::preemptible), the only state in which it may be signalled).
+    pub running: AtomicU8,
+    /// Who runs now, for hog reports: written at every switch in, read by the timer thread.
+    pub ident: super::hog::Ident,
+    /// The last instruction the preemption handler found the running coroutine at, and the
+    /// slice it was in (async regions only; for hog reports).
+    pub last_pc: AtomicUsize,
+    pub last_pc_seq: AtomicU64,
+    /// The slice the timer thread reported as a hog (0: none): the coroutine counts it in its
+    /// own stats when it finally switches out.
+    pub hog_seq: AtomicU64,
     /// The worker's thread-local interrupt flags (null once the worker has exited).
     pub flag: AtomicPtr<AtomicU8>,
     /// Threads (or signal handlers) dereferencing `flag` right now; an exiting worker clears

@@ -111,7 +111,15 @@ impl Builder {
         // a preemption: another coroutine of this worker could spawn in between.
         let _off = crate::preempt::RuntimeGuard::new();
         let here = worker::local().filter(|l| Arc::ptr_eq(&l.rt, rt));
-        let task = super::recycle::new_task(here, coroutine::next_id(), name, rt, stack_size, body);
+        let task = super::recycle::new_task(
+            here,
+            coroutine::next_id(),
+            name,
+            std::any::type_name::<F>,
+            rt,
+            stack_size,
+            body,
+        );
         worker::count_spawn(here, rt);
         match here {
             Some(local) => local.push_unstarted(task.clone()),
@@ -156,9 +164,9 @@ where
     finish(task, result);
 }
 
-/// Runs the user's closure with preemption allowed, from a frame the preemption handler's stack
-/// walk ends at: everything below it is user code (or what user code called).
-#[inline(never)]
+/// Runs the user's closure with preemption allowed: the task's no-preempt depth drops from the
+/// runtime's 1 to 0 while it runs, and comes back however it ends.
+#[inline(always)]
 fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
     /// Holds preemption off again when user code ends, by return or by unwinding.
     struct Reenter<'a>(&'a Task);
@@ -168,10 +176,6 @@ fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
             crate::preempt::off_inc(&self.0.preempt_off);
         }
     }
-    let fp: usize;
-    // SAFETY: reads the frame pointer register only.
-    unsafe { std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
-    task.user_base.store(fp, Ordering::Relaxed);
     let _reenter = Reenter(task);
     crate::preempt::off_dec(&task.preempt_off);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);

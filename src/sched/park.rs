@@ -130,9 +130,18 @@ fn wait_uncancelled(task: &Task, action: Action) {
     // object is needed, and we already have the task: no second thread-local lookup).
     crate::preempt::off_inc(&task.preempt_off);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    // Inside a `preemptible` region the preemption signal is let in; the coroutines that run
+    // meanwhile must not get it.
+    let in_region = task.region_cfa.load(Ordering::Relaxed) != 0;
+    if in_region {
+        crate::preempt::region::block();
+    }
     // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
     // that task, running on its own stack.
     unsafe { (*yielder).suspend(action) };
+    if in_region {
+        crate::preempt::region::unblock();
+    }
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     crate::preempt::off_dec(&task.preempt_off);
     // Only this task's worker touches the number: a plain load and store, no locked add.

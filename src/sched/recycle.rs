@@ -45,6 +45,7 @@ pub(crate) fn new_task(
     here: Option<&worker::Local>,
     id: u64,
     name: Option<Box<str>>,
+    entry: fn() -> &'static str,
     rt: &Arc<Shared>,
     stack_size: usize,
     body: Body,
@@ -53,10 +54,10 @@ pub(crate) fn new_task(
         && let Some(task) = with_cache(|c| c.tasks.pop()).flatten()
     {
         // SAFETY: only unique tasks are kept (see `give_back`), and nobody got a reference since.
-        unsafe { unique(&task) }.reuse(id, name, stack_size, body);
+        unsafe { unique(&task) }.reuse(id, name, entry, stack_size, body);
         return task;
     }
-    Arc::new(Task::new(id, name, rt.clone(), stack_size, body))
+    Arc::new(Task::new(id, name, entry, rt.clone(), stack_size, body))
 }
 
 /// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,

@@ -98,9 +98,12 @@ pub(crate) struct Task {
     /// Whether it last switched out by preemption (running worker only): it is likely to run
     /// until interrupted again, so its worker arms its alarm before resuming it.
     pub preempted: Cell<bool>,
-    /// Frame pointer of the runtime's frame that calls user code: where the handler's stack
-    /// walk ends.
-    pub user_base: AtomicUsize,
+    /// While the coroutine runs inside [`preemptible`](crate::preempt::preemptible): the
+    /// canonical frame address of the region's closure, where the handler's stack walk ends;
+    /// 0 outside a region. Written and read on the task's own thread only.
+    pub region_cfa: AtomicUsize,
+    /// The type name of the closure it was spawned with, for hog reports.
+    pub entry: Cell<fn() -> &'static str>,
     /// The coroutine's stack, `[lo, hi)`, once it has one.
     pub stack_lo: AtomicUsize,
     pub stack_hi: AtomicUsize,
@@ -129,7 +132,14 @@ unsafe impl Send for Task {}
 unsafe impl Sync for Task {}
 
 impl Task {
-    pub(crate) fn new(id: u64, name: Option<Box<str>>, rt: Arc<worker::Shared>, stack_size: usize, body: Body) -> Task {
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Box<str>>,
+        entry: fn() -> &'static str,
+        rt: Arc<worker::Shared>,
+        stack_size: usize,
+        body: Body,
+    ) -> Task {
         Task {
             id,
             name,
@@ -149,7 +159,8 @@ impl Task {
             preempt_off: AtomicU32::new(1),
             in_handler: AtomicBool::new(false),
             preempted: Cell::new(false),
-            user_base: AtomicUsize::new(0),
+            region_cfa: AtomicUsize::new(0),
+            entry: Cell::new(entry),
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
             stats: crate::preempt::TaskCounters::default(),
@@ -163,7 +174,14 @@ impl Task {
     /// Makes a finished task new again in place, keeping its allocation and its runtime
     /// handle (no reference count is touched). Every field is named, so a field added to
     /// `Task` must be reset here too.
-    pub(crate) fn reuse(&mut self, new_id: u64, new_name: Option<Box<str>>, new_stack_size: usize, new_body: Body) {
+    pub(crate) fn reuse(
+        &mut self,
+        new_id: u64,
+        new_name: Option<Box<str>>,
+        new_entry: fn() -> &'static str,
+        new_stack_size: usize,
+        new_body: Body,
+    ) {
         let Task {
             id,
             name,
@@ -180,7 +198,8 @@ impl Task {
             preempt_off,
             in_handler,
             preempted,
-            user_base,
+            region_cfa,
+            entry,
             stack_lo,
             stack_hi,
             stats,
@@ -206,7 +225,8 @@ impl Task {
         *preempt_off.get_mut() = 1;
         *in_handler.get_mut() = false;
         preempted.set(false);
-        *user_base.get_mut() = 0;
+        *region_cfa.get_mut() = 0;
+        entry.set(new_entry);
         *stack_lo.get_mut() = 0;
         *stack_hi.get_mut() = 0;
         stats.reset();

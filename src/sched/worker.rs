@@ -16,6 +16,7 @@ use super::task::{Action, PARKED, Task, UNSTARTED};
 use super::timer::{TimerKind, Timers};
 use crate::coroutine::CoroutineResult;
 use crate::io::reactor::Reactor;
+use crate::preempt::watch::{IDLE, IN_REGION, RUNNING};
 use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::io;
@@ -37,6 +38,19 @@ const EVENTFD_TOKEN: u64 = 0;
 
 /// How long an idle worker spins on its remote queue before it sleeps in epoll.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// How a runtime preempts, as built.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PreemptConfig {
+    /// The slice; `None`: no preemption.
+    pub slice: Option<Duration>,
+    /// Whether regions may be preempted asynchronously.
+    pub async_regions: bool,
+    /// The tests' controls (see [`Shared::preempt_anywhere`]).
+    pub anywhere: bool,
+    /// Whether hog reports go to stderr too.
+    pub report_hogs: bool,
+}
 
 /// What every thread may see of one worker.
 pub(crate) struct WorkerShared {
@@ -74,9 +88,20 @@ pub(crate) struct Shared {
     /// their own: see [`Shared::alive`]).
     spawned_elsewhere: AtomicUsize,
     pub stack_size: usize,
+    /// The preemption slice in ns; 0 when preemption is off.
+    pub slice_ns: u64,
+    /// Whether [`preemptible`](crate::preempt::preemptible) regions are preempted
+    /// asynchronously (the runtime preempts, and the process can: see `async_preemption`).
+    pub async_regions: bool,
+    /// The tests' controls: signals switch coroutines anywhere, regions or not (unsound).
+    pub preempt_anywhere: bool,
     /// How long after its start a slice of a coroutine that ignores the preemption flag is
-    /// signalled (slice + grace, ns); 0 when there is no asynchronous preemption.
+    /// signalled (slice + grace, ns); 0 when no worker may be signalled.
     pub slice_alarm_ns: u64,
+    /// Whether hog reports also go to stderr.
+    pub report_hogs: bool,
+    /// The hogs seen so far.
+    pub hogs: crate::preempt::hog::HogLog,
     /// Tells the timer thread to stop (before the workers are).
     pub timer_stop: AtomicBool,
     /// Runtime-wide preemption counts.
@@ -84,8 +109,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `preempt` is the slice when asynchronous preemption is on.
-    pub(crate) fn new(workers: usize, stack_size: usize, preempt: Option<Duration>) -> io::Result<Shared> {
+    pub(crate) fn new(workers: usize, stack_size: usize, preempt: PreemptConfig) -> io::Result<Shared> {
         let workers = (0..workers)
             .map(|_| WorkerShared::new())
             .collect::<io::Result<Vec<_>>>()?;
@@ -96,17 +120,30 @@ impl Shared {
             idlers: AtomicUsize::new(0),
             spawned_elsewhere: AtomicUsize::new(0),
             stack_size,
-            slice_alarm_ns: preempt.map_or(0, |slice| {
-                crate::preempt::timer::slice_and_grace(slice).as_nanos() as u64
-            }),
+            slice_ns: preempt.slice.map_or(0, |s| s.as_nanos() as u64),
+            async_regions: preempt.slice.is_some() && preempt.async_regions,
+            preempt_anywhere: preempt.slice.is_some() && preempt.anywhere,
+            slice_alarm_ns: match preempt.slice {
+                Some(slice) if preempt.async_regions || preempt.anywhere => {
+                    crate::preempt::timer::slice_and_grace(slice).as_nanos() as u64
+                }
+                _ => 0,
+            },
+            report_hogs: preempt.report_hogs,
+            hogs: Default::default(),
             timer_stop: AtomicBool::new(false),
             stats: crate::preempt::Counters::default(),
         })
     }
 
-    /// Whether workers may be signalled (asynchronous preemption is on and available).
+    /// Whether workers may be signalled (inside regions, or anywhere for tests' controls).
     pub(crate) fn preempt_async(&self) -> bool {
         self.slice_alarm_ns != 0
+    }
+
+    /// Whether the runtime preempts at all.
+    pub(crate) fn preempt_on(&self) -> bool {
+        self.slice_ns != 0
     }
 
     /// How many tasks are alive: spawned and not yet ended. Exact once the workers stopped;
@@ -383,6 +420,13 @@ impl Local {
             alarm,
         };
         LOCAL.with(|l| l.set(&local));
+        // The preemption signal is let in only inside regions (see `preempt::region`); the
+        // tests' controls let it in everywhere.
+        if local.rt.preempt_anywhere {
+            crate::preempt::region::unblock();
+        } else {
+            crate::preempt::region::block();
+        }
         let watch = &local.rt.workers[index].preempt;
         // SAFETY: gettid has no preconditions.
         watch.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
@@ -546,18 +590,27 @@ impl Local {
             });
         }
         self.current.set(Arc::as_ptr(&task));
-        watch.running.store(true, Ordering::Relaxed);
+        let in_region = task.region_cfa.load(Ordering::Relaxed) != 0;
+        watch
+            .running
+            .store(if in_region { IN_REGION } else { RUNNING }, Ordering::Relaxed);
+        if self.rt.slice_ns != 0 {
+            watch.ident.publish(task.id, task.entry.get(), task.name.as_deref());
+        }
         let outcome = if task.owner.load(Ordering::Relaxed) == UNSTARTED {
             match self.start(&task) {
                 Some(outcome) => outcome,
                 None => {
-                    watch.running.store(false, Ordering::Relaxed);
+                    watch.running.store(IDLE, Ordering::Relaxed);
                     self.current.set(std::ptr::null());
                     return false;
                 }
             }
         } else {
-            if hog && let Some(alarm) = &self.alarm {
+            if hog
+                && (in_region || self.rt.preempt_anywhere)
+                && let Some(alarm) = &self.alarm
+            {
                 let slice_end = self.slice_start.get().map(|start| start + self.rt.slice_alarm_ns);
                 let timer = self.timers().next_deadline().map(crate::preempt::timer::nanos);
                 alarm.cover(watch, watch.slice_seq.load(Ordering::Relaxed), slice_end, timer);
@@ -566,7 +619,7 @@ impl Local {
             let co = unsafe { task.coroutine() };
             co.as_mut().expect("a queued task has a coroutine").resume(())
         };
-        watch.running.store(false, Ordering::Relaxed);
+        watch.running.store(IDLE, Ordering::Relaxed);
         self.current.set(std::ptr::null());
         // A task that a joiner ran in its place may have used up the slice.
         self.settle(task, outcome) | self.slice_over.replace(false)
@@ -603,8 +656,10 @@ impl Local {
             Action::Yield => self.queue().push_back(task),
             Action::Preempted { signal, front } => {
                 self.after_preemption.set(true);
-                if signal {
-                    crate::preempt::handler::unblock();
+                if signal && self.rt.preempt_anywhere {
+                    // The tests' controls run workers with the signal let in; a region's
+                    // signal stays blocked between coroutines (see `preempt::region`).
+                    crate::preempt::region::unblock();
                 }
                 if front {
                     if let Some(earlier) = self.made_way().replace(task) {

@@ -17,7 +17,8 @@
 //! A worker that another worker asked for unstarted tasks hands them over first (the newest
 //! half, so they run in parallel there), and then looks; once it has the task, it shares what
 //! else waits unstarted with an idle worker, if there is one. Not done when the joiner was cancelled
-//! or is unwinding (its join unwinds or returns at once), or outside a coroutine.
+//! or is unwinding (its join unwinds or returns at once), inside a `preemptible` region (whose
+//! signal the task must not get), or outside a coroutine.
 
 use super::{Local, local};
 use crate::sched::task::{Task, UNSTARTED};
@@ -37,7 +38,12 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     let Some(joiner_task) = (unsafe { joiner.as_ref() }) else {
         return;
     };
-    if joiner_task.cancelled.load(Ordering::Acquire) || std::thread::panicking() {
+    // A joiner inside a `preemptible` region has the preemption signal let in: the task it
+    // would run in its place must not get it, so it waits as usual.
+    if joiner_task.cancelled.load(Ordering::Acquire)
+        || std::thread::panicking()
+        || joiner_task.region_cfa.load(Ordering::Relaxed) != 0
+    {
         return;
     }
     // The queue is the worker's: no other coroutine of it may run until we are done with it.
