@@ -36,9 +36,13 @@
 //! only safe points preempt ([`async_preemption`] says why).
 
 pub(crate) mod alarm;
+#[allow(dead_code)] // wired into the handler later
+pub(crate) mod codemap;
 pub(crate) mod handler;
 pub(crate) mod ranges;
 pub(crate) mod timer;
+#[allow(dead_code)] // wired into the handler later
+pub(crate) mod unwind;
 pub(crate) mod watch;
 
 use crate::sched::park::current_task;
