@@ -82,6 +82,12 @@ impl CodeMap {
         }
     }
 
+    /// The vouched ranges, for tests.
+    #[cfg(test)]
+    pub(crate) fn vouched_ranges(&self) -> &[(usize, usize)] {
+        &self.vouched
+    }
+
     /// The executable's unwind tables.
     pub(crate) fn eh(&self) -> &EhFrame {
         &self.eh
@@ -92,11 +98,7 @@ impl CodeMap {
     pub(crate) fn function_at(&self, pc: usize) -> Option<(String, usize)> {
         let i = self.functions.partition_point(|f| f.0 <= pc);
         // Aliases and nested symbols share or overlap starts: look back a little.
-        let f = self.functions[..i]
-            .iter()
-            .rev()
-            .take(8)
-            .find(|f| pc < f.1)?;
+        let f = self.functions[..i].iter().rev().take(8).find(|f| pc < f.1)?;
         let name = self.names.get(f.2 as usize..(f.2 + f.3) as usize)?;
         Some((demangle(name), pc - f.0))
     }
@@ -122,7 +124,7 @@ impl CodeMap {
     }
 
     /// Classifies the function symbols `(start, end, name)` and builds the tables.
-    fn from_symbols(mut symbols: Vec<(usize, usize, Vec<u8>)>, eh: EhFrame) -> CodeMap {
+    fn from_symbols(mut symbols: Vec<Symbol>, eh: EhFrame) -> CodeMap {
         symbols.sort_unstable_by_key(|s| (s.0, s.1));
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         let mut functions = Vec::with_capacity(symbols.len());
@@ -194,11 +196,12 @@ struct MainObject {
     eh_frame_hdr: Option<usize>,
 }
 
-unsafe extern "C" fn main_object(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut libc::c_void,
-) -> i32 {
+/// `dl_iterate_phdr`'s callback: records the main program's bias and segments, then stops.
+///
+/// # Safety
+///
+/// `info` must point at a valid `dl_phdr_info` and `data` at a [`MainObject`].
+unsafe extern "C" fn main_object(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> i32 {
     // SAFETY: dl_iterate_phdr hands us a valid info record and our own `MainObject`.
     let (info, main) = unsafe { (&*info, &mut *data.cast::<MainObject>()) };
     // SAFETY: dlpi_name is null or a NUL-terminated string (empty for the main program).
@@ -223,6 +226,9 @@ unsafe extern "C" fn main_object(
     1
 }
 
+/// A function symbol: `(start, end, name)` at run-time addresses.
+type Symbol = (usize, usize, Vec<u8>);
+
 /// ELF section type of a full symbol table.
 const SHT_SYMTAB: u32 = 2;
 /// ELF symbol type of a function.
@@ -230,7 +236,7 @@ const STT_FUNC: u8 = 2;
 
 /// The executable's defined function symbols with a size, as `(start, end, name)` at their
 /// run-time addresses.
-fn read_symbols(bias: usize) -> Result<Vec<(usize, usize, Vec<u8>)>, &'static str> {
+fn read_symbols(bias: usize) -> Result<Vec<Symbol>, &'static str> {
     const UNREADABLE: &str = "the executable (/proc/self/exe) could not be read as a 64-bit ELF file";
     let file = std::fs::File::open("/proc/self/exe").map_err(|_| UNREADABLE)?;
     // SAFETY: the running executable cannot be written while it runs (ETXTBSY), so the mapping
@@ -239,8 +245,7 @@ fn read_symbols(bias: usize) -> Result<Vec<(usize, usize, Vec<u8>)>, &'static st
     let elf: &[u8] = &elf;
     let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o.checked_add(2)?)?.try_into().ok()?));
     let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o.checked_add(4)?)?.try_into().ok()?));
-    let u64_at =
-        |o: usize| Some(u64::from_le_bytes(elf.get(o..o.checked_add(8)?)?.try_into().ok()?) as usize);
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o.checked_add(8)?)?.try_into().ok()?) as usize);
     if elf.get(0..6) != Some(b"\x7fELF\x02\x01") {
         return Err(UNREADABLE);
     }
@@ -315,8 +320,12 @@ fn is_hash(component: &[u8]) -> bool {
 }
 
 fn legacy_vouched(rest: &[u8]) -> bool {
-    let Some((components, suffix)) = legacy_components(rest) else { return false };
-    let (Some(first), Some(last)) = (components.first(), components.last()) else { return false };
+    let Some((components, suffix)) = legacy_components(rest) else {
+        return false;
+    };
+    let (Some(first), Some(last)) = (components.first(), components.last()) else {
+        return false;
+    };
     if components.len() < 2 || !is_hash(last) || !(suffix.is_empty() || suffix[0] == b'.') {
         return false; // not Rust (C++ has no hash)
     }
@@ -327,9 +336,9 @@ fn legacy_vouched(rest: &[u8]) -> bool {
     let path = &rest[..rest.len() - suffix.len()];
     !(0..path.len()).any(|p| {
         (p == 0 || !ident(path[p - 1]))
-            && REFUSED_CRATES.iter().any(|c| {
-                path[p..].starts_with(c) && path[p + c.len()..].starts_with(b"..")
-            })
+            && REFUSED_CRATES
+                .iter()
+                .any(|c| path[p..].starts_with(c) && path[p + c.len()..].starts_with(b".."))
     })
 }
 
@@ -345,7 +354,8 @@ fn v0_vouched(rest: &[u8]) -> bool {
     {
         return false;
     }
-    !(0..body.len()).any(|i| body[i] == b'C' && v0_crate_at(&body[i + 1..]).is_some_and(|c| REFUSED_CRATES.contains(&c)))
+    !(0..body.len())
+        .any(|i| body[i] == b'C' && v0_crate_at(&body[i + 1..]).is_some_and(|c| REFUSED_CRATES.contains(&c)))
 }
 
 /// The identifier of a crate root whose `C` precedes `s`, if it parses as one.
@@ -367,8 +377,12 @@ fn v0_crate_at(mut s: &[u8]) -> Option<&[u8]> {
 /// else as it is.
 fn demangle(name: &[u8]) -> String {
     let raw = || String::from_utf8_lossy(name).into_owned();
-    let Some(rest) = name.strip_prefix(b"_ZN") else { return raw() };
-    let Some((mut components, _)) = legacy_components(rest) else { return raw() };
+    let Some(rest) = name.strip_prefix(b"_ZN") else {
+        return raw();
+    };
+    let Some((mut components, _)) = legacy_components(rest) else {
+        return raw();
+    };
     if components.last().is_some_and(|c| is_hash(c)) {
         components.pop();
     }
@@ -447,7 +461,11 @@ mod tests {
             (&["hashbrown", "map", "foo"], "", true),
             (&["sigcoro", "main", "_$u7b$$u7b$closure$u7d$$u7d$"], "", true),
             (&["_$LT$sigcoro..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"], "", true),
-            (&["_$LT$sigcoro..mystd..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"], "", true),
+            (
+                &["_$LT$sigcoro..mystd..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"],
+                "",
+                true,
+            ),
             (&["sigcoro", "Foo", "_$LT$impl$u20$Foo$GT$"], "", true),
             // Sysroot crates, first or inside an impl path.
             (&["std", "io", "stdio", "_print"], "", false),
@@ -462,7 +480,11 @@ mod tests {
             (&["_$LT$$RF$std..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"], "", false),
             (&["_$LT$sigcoro..Foo$LT$alloc..vec..Vec$GT$$GT$", "baz"], "", false),
             (&["sigcoro", "drop_in_place$LT$core..Foo$GT$"], "", false),
-            (&["_$LT$sigcoro..std..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"], "", false),
+            (
+                &["_$LT$sigcoro..std..Foo$u20$as$u20$sigcoro..Bar$GT$", "baz"],
+                "",
+                false,
+            ),
             // Malformed: no path before the hash, junk after the E.
             (&[], "", false),
             (&["sigcoro", "foo"], "v", false),
@@ -490,9 +512,18 @@ mod tests {
             ("_RNvNtCs1234_7sigcoro5sched5spawn.llvm.77", true),
             ("_RNvCs1234_6mycore3foo", true),
             ("_RNvNtNtCsjrHSEGnQ3l9_3std2io5stdio6_print", false),
-            ("_RNvXsf_NtNtCsjrHSEGnQ3l9_3std2io5stdioRNtB5_6StdoutNtB7_5Write9write_fmt", false),
-            ("_RINvNtCsgEmfK2I1SDS_4core3ptr13drop_in_placeNtCs1_7sigcoro4ThingEB2_", false),
-            ("_RNvXCs1_7sigcoroNtB2_5AllocNtNtNtCs2_4core5alloc6global11GlobalAlloc5alloc", false),
+            (
+                "_RNvXsf_NtNtCsjrHSEGnQ3l9_3std2io5stdioRNtB5_6StdoutNtB7_5Write9write_fmt",
+                false,
+            ),
+            (
+                "_RINvNtCsgEmfK2I1SDS_4core3ptr13drop_in_placeNtCs1_7sigcoro4ThingEB2_",
+                false,
+            ),
+            (
+                "_RNvXCs1_7sigcoroNtB2_5AllocNtNtNtCs2_4core5alloc6global11GlobalAlloc5alloc",
+                false,
+            ),
             ("_RNvC5alloc3foo", false),
             ("_RNvCs_14rustc_demangle3foo", false),
             ("_RNvCsgY6Mt91CT9J_14rustc_demangle3foo", false),
@@ -508,7 +539,13 @@ mod tests {
     #[test]
     fn legacy_names_are_demangled() {
         assert_eq!(
-            demangle(legacy(&["_$LT$std..io..Stdout$u20$as$u20$core..fmt..Write$GT$", "write_str"], "").as_bytes()),
+            demangle(
+                legacy(
+                    &["_$LT$std..io..Stdout$u20$as$u20$core..fmt..Write$GT$", "write_str"],
+                    ""
+                )
+                .as_bytes()
+            ),
             "<std::io::Stdout as core::fmt::Write>::write_str"
         );
         assert_eq!(

@@ -82,13 +82,7 @@ pub(crate) enum Refusal {
 /// `regs` come from the interrupted context of the calling thread's own coroutine, whose
 /// stack `[stack_lo, stack_hi)` is mapped readable; every stack read is checked to lie inside
 /// it.
-pub(crate) unsafe fn walk(
-    map: &CodeMap,
-    regs: Regs,
-    stack_lo: usize,
-    stack_hi: usize,
-    region_cfa: usize,
-) -> Verdict {
+pub(crate) unsafe fn walk(map: &CodeMap, regs: Regs, stack_lo: usize, stack_hi: usize, region_cfa: usize) -> Verdict {
     // SAFETY: the caller's guarantees are ours.
     unsafe { walk_frames(map, regs, stack_lo, stack_hi, region_cfa, |_, _| {}) }
 }
@@ -127,8 +121,12 @@ pub(crate) unsafe fn walk_frames(
             _ => return refuse(UnsupportedCfi { pc }),
         };
         let base = if row.cfa_on_rbp() { bp } else { Some(sp) };
-        let Some(base) = base else { return refuse(UnsupportedCfi { pc }) };
-        let Some(cfa) = base.checked_add_signed(row.cfa_off as isize) else { return refuse(OffStack) };
+        let Some(base) = base else {
+            return refuse(UnsupportedCfi { pc });
+        };
+        let Some(cfa) = base.checked_add_signed(row.cfa_off as isize) else {
+            return refuse(OffStack);
+        };
         if cfa <= sp || cfa <= stack_lo || cfa > stack_hi {
             return refuse(OffStack);
         }
@@ -139,8 +137,12 @@ pub(crate) unsafe fn walk_frames(
         if cfa > region_cfa {
             return refuse(PastRegion);
         }
-        let Rule::Offset(ra_off) = row.ra else { return refuse(UnsupportedCfi { pc }) };
-        let Some(ra) = word(cfa.checked_add_signed(ra_off as isize)) else { return refuse(OffStack) };
+        let Rule::Offset(ra_off) = row.ra else {
+            return refuse(UnsupportedCfi { pc });
+        };
+        let Some(ra) = word(cfa.checked_add_signed(ra_off as isize)) else {
+            return refuse(OffStack);
+        };
         bp = match row.rbp {
             Rule::Same => bp,
             Rule::Undefined => None,
@@ -161,7 +163,7 @@ pub(crate) unsafe fn walk_frames(
 ///
 /// `[lo, hi)` must be mapped readable.
 unsafe fn stack_word(addr: usize, lo: usize, hi: usize) -> Option<usize> {
-    if addr % 8 != 0 || addr < lo || addr.checked_add(8)? > hi {
+    if !addr.is_multiple_of(8) || addr < lo || addr.checked_add(8)? > hi {
         return None;
     }
     // SAFETY: aligned and inside the readable range, by the checks above and the contract.

@@ -172,7 +172,9 @@ impl EhFrame {
         let eh_frame = (mem.i32(field).ok_or(BAD)? as isize as usize).wrapping_add(field);
         let count = mem.u32(hdr.wrapping_add(8)).ok_or(BAD)? as usize;
         let table = hdr.wrapping_add(12);
-        let last = (count.wrapping_sub(1)).checked_mul(8).and_then(|o| table.checked_add(o));
+        let last = (count.wrapping_sub(1))
+            .checked_mul(8)
+            .and_then(|o| table.checked_add(o));
         if count == 0 || mem.u8(eh_frame).is_none() || last.and_then(|l| mem.bytes::<8>(l)).is_none() {
             return Err("the executable's .eh_frame or its search table lies outside its segment");
         }
@@ -219,10 +221,18 @@ impl EhFrame {
             enc: fde.cie.enc,
             ops: 0,
         };
-        let initial = Cursor { mem: self.mem, pos: fde.cie.instructions, end: fde.cie.end };
+        let initial = Cursor {
+            mem: self.mem,
+            pos: fde.cie.instructions,
+            end: fde.cie.end,
+        };
         if !run.execute(initial)? {
             run.init = run.row;
-            let body = Cursor { mem: self.mem, pos: fde.instructions, end: fde.end };
+            let body = Cursor {
+                mem: self.mem,
+                pos: fde.instructions,
+                end: fde.end,
+            };
             run.execute(body)?;
         }
         Ok(run.row)
@@ -242,7 +252,11 @@ impl EhFrame {
 
     fn parse_fde(&self, at: usize) -> Option<Fde> {
         let (start, end) = self.record(at)?;
-        let mut c = Cursor { mem: self.mem, pos: start, end };
+        let mut c = Cursor {
+            mem: self.mem,
+            pos: start,
+            end,
+        };
         let id = u32::from_le_bytes(c.take()?);
         if id == 0 {
             return None; // a CIE, not an FDE
@@ -254,12 +268,22 @@ impl EhFrame {
             let len = c.uleb()?;
             c.skip(len)?;
         }
-        Some(Fde { cie, pc_begin, pc_range, instructions: c.pos, end })
+        Some(Fde {
+            cie,
+            pc_begin,
+            pc_range,
+            instructions: c.pos,
+            end,
+        })
     }
 
     fn parse_cie(&self, at: usize) -> Option<Cie> {
         let (start, end) = self.record(at)?;
-        let mut c = Cursor { mem: self.mem, pos: start, end };
+        let mut c = Cursor {
+            mem: self.mem,
+            pos: start,
+            end,
+        };
         if u32::from_le_bytes(c.take()?) != 0 {
             return None;
         }
@@ -312,7 +336,14 @@ impl EhFrame {
         } else if n != 0 {
             return None;
         }
-        Some(Cie { code_align, data_align, enc, augmented, instructions: c.pos, end })
+        Some(Cie {
+            code_align,
+            data_align,
+            enc,
+            augmented,
+            instructions: c.pos,
+            end,
+        })
     }
 }
 
@@ -375,9 +406,7 @@ impl Row {
 
     /// Whether the walk can follow it: CFA on rsp or rbp, rbp followed, RA saved.
     pub(crate) fn usable(&self) -> bool {
-        (self.cfa_reg == RSP || self.cfa_reg == RBP)
-            && self.rbp != Rule::Other
-            && matches!(self.ra, Rule::Offset(_))
+        (self.cfa_reg == RSP || self.cfa_reg == RBP) && self.rbp != Rule::Other && matches!(self.ra, Rule::Offset(_))
     }
 
     pub(crate) fn cfa_on_rbp(&self) -> bool {
@@ -493,7 +522,9 @@ impl Interp {
             }
             0x0a => {
                 let slot = self.stack.get_mut(self.depth);
-                let Some(slot) = slot else { return Some(Err(CfiError::Unsupported)) };
+                let Some(slot) = slot else {
+                    return Some(Err(CfiError::Unsupported));
+                };
                 *slot = self.row;
                 self.depth += 1;
             }
@@ -525,7 +556,11 @@ impl Interp {
             }
             0x14 | 0x15 => {
                 let reg = c.uleb()?;
-                if op == 0x14 { c.uleb()?; } else { c.sleb()?; }
+                if op == 0x14 {
+                    c.uleb()?;
+                } else {
+                    c.sleb()?;
+                }
                 self.set(reg, Rule::Other);
             }
             0x2e => drop(c.uleb()?),

@@ -81,19 +81,30 @@ fn probe(region_cfa: usize) -> Probe {
     let mut frames = Vec::new();
     // SAFETY: the registers are this function's own, on this thread's stack [lo, hi).
     let verdict = unsafe {
-        walk_frames(map, Regs { pc, sp, bp }, lo, hi, region_cfa, |pc, cfa| frames.push((pc, cfa)))
+        walk_frames(map, Regs { pc, sp, bp }, lo, hi, region_cfa, |pc, cfa| {
+            frames.push((pc, cfa))
+        })
     };
     let libgcc = libgcc_backtrace();
     // SAFETY: region_cfa - 8 lies in the live frames above this one on this thread's stack.
     let region_ra = unsafe { *((region_cfa - 8) as *const usize) };
-    Probe { verdict, frames, libgcc, region_ra }
+    Probe {
+        verdict,
+        frames,
+        libgcc,
+        region_ra,
+    }
 }
 
 fn describe(map: &CodeMap, pcs: impl IntoIterator<Item = usize>) -> String {
     let mut s = String::new();
     for pc in pcs {
         let (name, off) = map.function_at(pc.wrapping_sub(1)).unwrap_or(("?".into(), 0));
-        s += &format!("\n  {pc:#x} {name}+{} vouched={}", off + 1, map.vouched(pc.wrapping_sub(1)));
+        s += &format!(
+            "\n  {pc:#x} {name}+{} vouched={}",
+            off + 1,
+            map.vouched(pc.wrapping_sub(1))
+        );
     }
     s
 }
@@ -142,13 +153,46 @@ fn the_walk_matches_libgcc() {
     assert_eq!(p.verdict, Verdict::Vouched);
     let ours: Vec<usize> = p.frames[1..].iter().map(|f| f.0).collect();
     let libgcc = &p.libgcc;
-    let msg = format!("ours:{}\nlibgcc:{}", describe(map, ours.clone()), describe(map, libgcc.clone()));
+    let msg = format!(
+        "ours:{}\nlibgcc:{}",
+        describe(map, ours.clone()),
+        describe(map, libgcc.clone())
+    );
     let at = libgcc.windows(ours.len()).position(|w| w == ours.as_slice());
     let at = at.unwrap_or_else(|| panic!("our return addresses are not libgcc's\n{msg}"));
     // The frame after ours is the region entry's: its return address is at region_cfa - 8.
     assert_eq!(libgcc.get(at + ours.len()), Some(&p.region_ra), "{msg}");
     let (name, _) = map.function_at(p.region_ra - 1).expect("named");
     assert!(name.ends_with("unwind::tests::region"), "{name}\n{msg}");
+}
+
+/// Every vouched range starts a function whose row there is the entry row (CFA = rsp + 8, the
+/// return address at CFA - 8), and inside it the row is one the walk can follow.
+#[test]
+fn vouched_code_has_usable_rows() {
+    use super::cfi::{CfiError, Rule};
+    let map = codemap::init().expect("code map");
+    let (mut unusable, mut missing) = (Vec::new(), 0);
+    for &(start, end) in map.vouched_ranges() {
+        let row = map.eh().row_for(start);
+        let entry = row.is_ok_and(|r| r.usable() && !r.cfa_on_rbp() && r.cfa_off == 8 && r.ra == Rule::Offset(-8));
+        let mid = start + (end - start) / 2;
+        match map.eh().row_for(mid) {
+            Ok(r) if r.usable() && entry => {}
+            Err(CfiError::NoInfo) => missing += 1,
+            other => unusable.push((start, mid, row, other)),
+        }
+    }
+    let names: Vec<_> = unusable
+        .iter()
+        .take(10)
+        .map(|u| (map.function_at(u.0), u.2, u.3))
+        .collect();
+    eprintln!(
+        "{} vouched ranges, {missing} without unwind info",
+        map.vouched_ranges().len()
+    );
+    assert!(unusable.is_empty(), "{} unusable: {names:?}", unusable.len());
 }
 
 /// A comparator called from core's sort: the sort's frames are not vouched.
@@ -172,7 +216,10 @@ fn a_std_frame_in_the_chain_is_refused() {
         panic!("{:?}{trace}", p.verdict);
     };
     let (name, _) = map.function_at(pc - 1).expect("named");
-    assert!(name.starts_with("core::") || name.starts_with("alloc::"), "{name}{trace}");
+    assert!(
+        name.starts_with("core::") || name.starts_with("alloc::"),
+        "{name}{trace}"
+    );
 }
 
 /// Prints the cost of a walk over five frames (bench, the inner closure, level3..1 and the
@@ -239,7 +286,11 @@ extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_vo
     // SAFETY: an SA_SIGINFO handler's third argument is the interrupted ucontext_t.
     let g = unsafe { &(*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
     let pc = g[libc::REG_RIP as usize] as usize;
-    let regs = Regs { pc, sp: g[libc::REG_RSP as usize] as usize, bp: g[libc::REG_RBP as usize] as usize };
+    let regs = Regs {
+        pc,
+        sp: g[libc::REG_RSP as usize] as usize,
+        bp: g[libc::REG_RBP as usize] as usize,
+    };
     let (lo, hi, cfa) = (SIG_LO.load(Relaxed), SIG_HI.load(Relaxed), SIG_REGION.load(Relaxed));
     // SAFETY: the interrupted context of this thread, whose stack is [lo, hi).
     match unsafe { walk(map, regs, lo, hi, cfa) } {
