@@ -5,8 +5,10 @@
 //! 2. a runtime with a worker per core: 10,000 coroutines that sleep and yield, joined;
 //! 3. a ping-pong between two coroutines on one worker, per handoff;
 //! 4. a spawn storm: spawn + run + join per coroutine;
-//! 5. preemption: coroutines spinning in loops that never yield, beside one that sleeps 1 ms
-//!    at a time, with preemption on and off.
+//! 5. preemption: coroutines spinning beside one that sleeps 1 ms at a time: with a
+//!    `checkpoint()` in their loops (the default, signal-free mode), call-free inside an
+//!    `unsafe preemptible` region (asynchronous preemption), call-free in the default mode (a
+//!    hog, which the runtime reports), and with preemption off.
 
 use sigcoro::coroutine::{Coroutine, CoroutineResult, Yielder};
 use std::sync::Arc;
@@ -120,60 +122,104 @@ fn main() {
     println!("4. spawn + run + finish + join of 100,000 empty coroutines on one worker: {spawn_ns:.0} ns each");
 
     // 5. Preemption.
-    println!("\n5. four coroutines spin without ever yielding, beside one sleeping 1 ms at a time, on one worker:");
-    for slice in [Some(Duration::from_millis(1)), None] {
-        let rt = sigcoro::Runtime::builder()
-            .workers(1)
-            .preempt(slice)
-            .build()
-            .expect("runtime");
-        let stop = Arc::new(AtomicBool::new(false));
-        let spinners: Vec<_> = (0..4)
-            .map(|_| {
-                let stop = stop.clone();
-                rt.spawn(move || {
-                    let mut x = 1u64;
+    println!("\n5. four coroutines spin, beside one sleeping 1 ms at a time, on one worker, for 0.5 s each:");
+    for spin in [Spin::Checkpoints, Spin::Region, Spin::Plain, Spin::PreemptionOff] {
+        preemption_case(spin);
+    }
+}
+
+/// How the spinners of part 5 spin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spin {
+    /// A `checkpoint()` per iteration, default (safe-point) mode.
+    Checkpoints,
+    /// No call at all, inside `unsafe { preemptible(..) }`: asynchronous preemption.
+    Region,
+    /// No call at all, default mode: the spinners are hogs.
+    Plain,
+    /// A `checkpoint()` per iteration, but the runtime has preemption off.
+    PreemptionOff,
+}
+
+fn preemption_case(spin: Spin) {
+    let slice = (spin != Spin::PreemptionOff).then_some(Duration::from_millis(1));
+    let rt = sigcoro::Runtime::builder()
+        .workers(1)
+        .preempt(slice)
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                let mut x = 1u64;
+                let mut work = || {
                     while !stop.load(Ordering::Relaxed) {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        if matches!(spin, Spin::Checkpoints | Spin::PreemptionOff) {
+                            sigcoro::checkpoint();
+                        }
                     }
-                    std::hint::black_box(x);
-                })
+                };
+                match spin {
+                    // SAFETY: arithmetic on a local and a load of an atomic: no thread-owned state.
+                    Spin::Region => unsafe { sigcoro::preemptible(work) },
+                    _ => work(),
+                }
+                std::hint::black_box(x);
             })
-            .collect();
-        let end = Instant::now() + Duration::from_millis(500);
-        let sleeper = rt.spawn(move || {
-            let mut late = Vec::new();
-            while Instant::now() < end {
-                let t = Instant::now();
-                sigcoro::sleep(Duration::from_millis(1));
-                late.push(t.elapsed().saturating_sub(Duration::from_millis(1)));
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_millis(500);
+    let sleeper = rt.spawn(move || {
+        let mut late = Vec::new();
+        while Instant::now() < end {
+            let t = Instant::now();
+            sigcoro::sleep(Duration::from_millis(1));
+            late.push(t.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        late
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::Relaxed);
+    let mut late = sleeper.join().unwrap();
+    spinners.into_iter().for_each(|h| h.join().unwrap());
+    late.sort();
+    let p = |q: f64| {
+        late.get(((late.len().max(1) - 1) as f64 * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let stats = rt.preemptions();
+    let woke = format!(
+        "the sleeper woke {} times, late by {:.2} ms (median) / {:.2} ms (p99)",
+        late.len(),
+        p(0.5),
+        p(0.99)
+    );
+    match spin {
+        Spin::Checkpoints => println!(
+            "   default mode, a checkpoint() per iteration: {woke}; {} preemptions at safe points, {} signals sent",
+            stats.at_safe_points,
+            stats.signals + stats.alarms
+        ),
+        Spin::Region => match sigcoro::preempt::async_preemption() {
+            Ok(()) => println!(
+                "   no calls at all, inside unsafe preemptible(..): {woke}; {} preemptions by signal, {} deferred",
+                stats.asynchronous, stats.deferred
+            ),
+            Err(why) => println!(
+                "   no calls at all, inside unsafe preemptible(..): {woke}; asynchronous preemption is off: {why}"
+            ),
+        },
+        Spin::Plain => {
+            println!("   default mode, no calls at all: {woke}: the spinner that got the worker kept it");
+            if let Some(hog) = rt.hogs().first() {
+                println!("     the runtime reported it: {hog}");
             }
-            late
-        });
-        std::thread::sleep(Duration::from_millis(600));
-        stop.store(true, Ordering::Relaxed);
-        let mut late = sleeper.join().unwrap();
-        spinners.into_iter().for_each(|h| h.join().unwrap());
-        late.sort();
-        let p = |q: f64| {
-            late.get(((late.len().max(1) - 1) as f64 * q) as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
-        let stats = rt.preemptions();
-        match slice {
-            Some(s) => println!(
-                "   preemption on ({s:?} slice): the sleeper woke {} times in 0.5 s, late by {:.2} ms (median) / {:.2} ms (p99); \
-                 the spinners were preempted {} times by signal, {} at safe points",
-                late.len(),
-                p(0.5),
-                p(0.99),
-                stats.asynchronous,
-                stats.at_safe_points
-            ),
-            None => println!(
-                "   preemption off: the sleeper woke {} times in those 0.5 s: the spinner that got the worker kept it",
-                late.len()
-            ),
+        }
+        Spin::PreemptionOff => {
+            println!("   preemption off, a checkpoint() per iteration: {woke}: checkpoints do nothing without a slice")
         }
     }
 }

@@ -1,12 +1,16 @@
 //! What preemption buys: CPU hogs beside an interactive coroutine, with preemption on and off.
 //!
-//! `cargo run --release --example preemption [-- --workers 2 --hogs 8 --slice-us 1000 --secs 2 --pairs 1]`
+//! `cargo run --release --example preemption [-- --mode region|checkpoint --workers 2 --hogs 8 --slice-us 1000 --secs 2 --pairs 1]`
 //!
-//! The hogs spin in arithmetic loops that never call a function or yield; the interactive
-//! coroutine sleeps 1 ms in a loop and records how late each wake-up is. With preemption off, a
-//! hog that holds a worker never lets go, so the sleeper starves and the hogs' shares depend on
-//! which ran first. With it on, hogs are switched out by the timer thread's signal after about a
-//! slice, the sleeper wakes on time, and the hogs share the CPU evenly.
+//! The hogs spin in arithmetic loops; the interactive coroutine sleeps 1 ms in a loop and
+//! records how late each wake-up is. With preemption off, a hog that holds a worker never lets
+//! go, so the sleeper starves and the hogs' shares depend on which ran first. With it on:
+//!
+//! - `--mode region` (the default): the loops never call a function or reach a safe point, and
+//!   run inside `unsafe { sigcoro::preemptible(..) }`: the timer thread's signal (or the
+//!   worker's own alarm) switches them out asynchronously after about a slice and a half;
+//! - `--mode checkpoint`: the loops call `sigcoro::checkpoint()` once per block of work, and the
+//!   default, signal-free mode switches them out there after about a slice.
 //!
 //! On a noisy machine one on/off pair says little about throughput: `--pairs N` runs N pairs,
 //! alternating which of on and off goes first, and prints the median of each figure.
@@ -22,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 struct Args {
+    mode: Mode,
     workers: usize,
     hogs: usize,
     slice: Duration,
@@ -30,8 +35,18 @@ struct Args {
     floor: bool,
 }
 
+/// How the hogs let preemption in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Call-free loops inside a `preemptible` region.
+    Region,
+    /// Loops with a `checkpoint()` per block, default mode.
+    Checkpoint,
+}
+
 fn parse_args() -> Args {
     let mut a = Args {
+        mode: Mode::Region,
         workers: 2,
         hogs: 8,
         slice: Duration::from_millis(1),
@@ -47,6 +62,13 @@ fn parse_args() -> Args {
         }
         let value = argv.next().unwrap_or_default();
         match flag.as_str() {
+            "--mode" => {
+                a.mode = match value.as_str() {
+                    "region" => Mode::Region,
+                    "checkpoint" => Mode::Checkpoint,
+                    other => panic!("--mode region|checkpoint, not {other:?}"),
+                }
+            }
             "--workers" => a.workers = value.parse().expect("--workers N"),
             "--hogs" => a.hogs = value.parse().expect("--hogs N"),
             "--slice-us" => a.slice = Duration::from_micros(value.parse().expect("--slice-us N")),
@@ -95,18 +117,28 @@ fn run(args: &Args, preempt: Option<Duration>) -> Run {
         .expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
     let work: Arc<Vec<AtomicU64>> = Arc::new((0..args.hogs).map(|_| AtomicU64::new(0)).collect());
-    let (hogs, secs) = (args.hogs, args.secs);
+    let (hogs, secs, mode) = (args.hogs, args.secs, args.mode);
     // Spawned from this thread, tasks go to the workers in turn: each gets its share of hogs.
     let hog_handles: Vec<_> = (0..hogs)
         .map(|i| {
             let (stop, work) = (stop.clone(), work.clone());
             rt.spawn(move || {
                 let mut x = i as u64 + 1;
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..4096 {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let mut spin = || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..4096 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        }
+                        work[i].fetch_add(1, Ordering::Relaxed);
+                        if mode == Mode::Checkpoint {
+                            sigcoro::checkpoint();
+                        }
                     }
-                    work[i].fetch_add(1, Ordering::Relaxed);
+                };
+                match mode {
+                    // SAFETY: arithmetic and an atomic counter: no thread-owned state.
+                    Mode::Region => unsafe { sigcoro::preemptible(spin) },
+                    Mode::Checkpoint => spin(),
                 }
                 std::hint::black_box(x);
             })
@@ -346,9 +378,13 @@ fn spin_threads(args: &Args, period: Option<Duration>) -> u64 {
 fn main() {
     let args = parse_args();
     println!(
-        "{} workers, {} hogs, a 1 ms sleeper, {} s per run; asynchronous preemption: {}",
+        "{} workers, {} hogs ({}), a 1 ms sleeper, {} s per run; asynchronous preemption: {}",
         args.workers,
         args.hogs,
+        match args.mode {
+            Mode::Region => "call-free loops in preemptible regions",
+            Mode::Checkpoint => "loops with a checkpoint() per block, safe-point mode",
+        },
         args.secs,
         match sigcoro::preempt::async_preemption() {
             Ok(()) => "available".to_string(),

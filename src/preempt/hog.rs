@@ -3,7 +3,9 @@
 //! In the default (safe-point) mode nothing can take a worker back from a coroutine that never
 //! reaches a safe point: the flag the timer thread raises waits for it. Such a coroutine is a
 //! *hog*, and the runtime says so instead of degrading silently: once a coroutine has run
-//! [`HOG_SLICES`] slices without taking its flag, the timer thread files a [`HogReport`]
+//! [`HOG_SLICES`] slices without taking its flag (four times as many inside a
+//! [`preemptible`](super::preemptible) region, whose signal usually takes it back first), the
+//! timer thread files a [`HogReport`]
 //! ([`Runtime::hogs`](crate::Runtime::hogs)), counts it in the runtime's and (when the hog
 //! finally switches out) the coroutine's [`PreemptStats::hogs`](super::PreemptStats), and, if the
 //! runtime was built with [`report_hogs`](crate::RuntimeBuilder::report_hogs), prints one line

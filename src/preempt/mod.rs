@@ -447,29 +447,32 @@ mod tests {
         let inside = Arc::new(AtomicBool::new(false));
         let seen_inside = Arc::new(AtomicUsize::new(0));
         let (i1, i2, seen) = (inside.clone(), inside.clone(), seen_inside.clone());
-        let guarded = rt.spawn(move || {
-            let mut x = 1u64;
-            for _ in 0..20 {
-                let _section = Critical::enter();
-                i1.store(true, Ordering::SeqCst);
-                let end = Instant::now() + Duration::from_millis(2);
-                while Instant::now() < end {
-                    for _ in 0..4096 {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // SAFETY: arithmetic, atomics and the runtime's own sections: no thread-owned state.
+        let guarded = rt.spawn(move || unsafe {
+            super::preemptible(|| {
+                let mut x = 1u64;
+                for _ in 0..20 {
+                    let _section = Critical::enter();
+                    i1.store(true, Ordering::SeqCst);
+                    let end = Instant::now() + Duration::from_millis(2);
+                    while Instant::now() < end {
+                        for _ in 0..4096 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        }
+                    }
+                    i1.store(false, Ordering::SeqCst);
+                    drop(_section);
+                    // Between sections: spin on, so the pending interrupt lands here.
+                    let end = Instant::now() + Duration::from_millis(1);
+                    while Instant::now() < end {
+                        for _ in 0..4096 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        }
                     }
                 }
-                i1.store(false, Ordering::SeqCst);
-                drop(_section);
-                // Between sections: spin on, so the pending interrupt lands here.
-                let end = Instant::now() + Duration::from_millis(1);
-                while Instant::now() < end {
-                    for _ in 0..4096 {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    }
-                }
-            }
-            std::hint::black_box(x);
-            crate::current().preemptions()
+                std::hint::black_box(x);
+                crate::current().preemptions()
+            })
         });
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();

@@ -87,7 +87,13 @@ pub unsafe fn preemptible<R>(f: impl FnOnce() -> R) -> R {
     }
     let mut f = Some(f);
     let mut out = None;
-    let mut call = || out = f.take().map(|f| f());
+    // No `Option::map` here: unoptimised builds would leave a frame of core's code between the
+    // region and `f`, and every walk would refuse it.
+    let mut call = || {
+        if let Some(f) = f.take() {
+            out = Some(f());
+        }
+    };
     enter(task, &local.me().preempt, &mut call);
     out.expect("the region's closure ran")
 }

@@ -277,7 +277,13 @@ impl Look<'_> {
     /// point, and keeps it up to date while it goes on.
     fn hog_check(&self, w: &PreemptWatch, watch: &mut Watch, seq: u64, start: u64) {
         let held = self.now.saturating_sub(start);
-        if held < HOG_SLICES * self.slice {
+        // Inside a region the signal takes the worker back; only a coroutine it cannot take
+        // for a good while (it runs code that is not vouched) counts as a hog there.
+        let slices = match w.running.load(Ordering::Relaxed) {
+            IN_REGION => 4 * HOG_SLICES,
+            _ => HOG_SLICES,
+        };
+        if held < slices * self.slice {
             return;
         }
         let function = self.last_function(w, seq);
