@@ -353,7 +353,7 @@ pub struct ChurnReport {
 /// compared with the same rounds recomputed on this thread, outside the runtime.
 pub fn alloc_churn(mode: Mode, workers: usize, coroutines: u64, slice: Duration, run: Duration) -> ChurnReport {
     let rt = mode.runtime(workers, slice);
-    let dog = Watchdog::arm("the allocator stress", Duration::from_secs(5), Duration::from_secs(60));
+    let dog = Watchdog::arm("the allocator stress", Duration::from_secs(3), Duration::from_secs(60));
     let progress = dog.progress();
     let deadline = Instant::now() + run;
     let handles: Vec<_> = (0..coroutines)
