@@ -112,7 +112,7 @@ fn control_std_mutex_deadlocks_when_preempted_anywhere() {
     if let Some(mode) = sound::child_mode(TEST) {
         return std_mutex(mode);
     }
-    sound::expect_unsound(TEST, 1, hung);
+    sound::expect_unsound(TEST, 3, hung);
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn control_parking_lot_mutex_deadlocks_when_preempted_anywhere() {
     if let Some(mode) = sound::child_mode(TEST) {
         return parking_lot_mutex(mode);
     }
-    sound::expect_unsound(TEST, 1, hung);
+    sound::expect_unsound(TEST, 3, hung);
 }
 
 // --- A thread-local generator -------------------------------------------------------------------
@@ -199,7 +199,7 @@ fn control_thread_rng_repeats_values_when_preempted_anywhere() {
     if let Some(mode) = sound::child_mode(TEST) {
         return thread_rng(mode);
     }
-    sound::expect_unsound(TEST, 1, |out| {
+    sound::expect_unsound(TEST, 3, |out| {
         out.verdict() == Verdict::WrongResult && out.result("repeats").is_some_and(|n| n > 0)
     });
 }
@@ -377,7 +377,7 @@ fn control_raw_system_calls_see_eintr_when_preempted_anywhere() {
     if let Some(mode) = sound::child_mode(TEST) {
         return raw_calls(mode);
     }
-    sound::expect_unsound(TEST, 1, |out| {
+    sound::expect_unsound(TEST, 3, |out| {
         out.verdict() == Verdict::WrongResult && out.result("eintr").is_some_and(|n| n > 0)
     });
 }
