@@ -61,7 +61,8 @@ pub use runtime::{
     DEFAULT_PREEMPT_SLICE, MAX_PREEMPT_SLICE, MIN_PREEMPT_SLICE, Runtime, RuntimeBuilder, ShutdownReport, run,
 };
 pub use sched::api::{
-    Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn, yield_now,
+    Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn,
+    stack_remaining, yield_now,
 };
 pub use sched::local::CoroutineLocal;
 pub use sched::scope::{Scope, ScopedJoinHandle, scope};

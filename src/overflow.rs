@@ -19,7 +19,7 @@ use memmap2::{MmapMut, MmapOptions};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 static INSTALL: Once = Once::new();
@@ -163,6 +163,10 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
 /// install time, so the handler does not call `getauxval`.
 static FRAME_REACH: AtomicUsize = AtomicUsize::new(64 * 1024);
 
+/// The tests' control: reports of failed frame pushes switched off (see
+/// [`crate::stack::disable_frame_push_reports_for_tests`]).
+pub(crate) static FRAME_PUSH_REPORTS_OFF: AtomicBool = AtomicBool::new(false);
+
 /// When the kernel cannot push a signal's frame (the coroutine's stack has less room left than
 /// a frame needs), it kills the thread with a SIGSEGV of its own: `si_code` `SI_KERNEL` and no
 /// address. That is an overflow if the interrupted stack pointer lies within a frame's reach
@@ -177,7 +181,7 @@ unsafe fn frame_push_failed(
 ) -> Option<*const crate::stack::Header> {
     // SAFETY: per the contract.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    if code != libc::SI_KERNEL || addr != 0 || uctx.is_null() {
+    if code != libc::SI_KERNEL || addr != 0 || uctx.is_null() || FRAME_PUSH_REPORTS_OFF.load(Ordering::Relaxed) {
         return None;
     }
     // SAFETY: per the contract, `uctx` is the interrupted thread's context.

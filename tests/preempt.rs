@@ -468,3 +468,160 @@ fn shutdown_is_prompt_with_a_long_slice() {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("shutdown with a one-minute slice hung");
 }
+
+// --- Child processes: the controls, SIGCORO_PREEMPT, and overflow with preemption on ---------
+
+const CHILD_ENV: &str = "SIGCORO_PREEMPT_TEST_CHILD";
+
+/// How a child ended and what it wrote on stderr.
+#[derive(Debug)]
+struct Child {
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// Re-runs this binary with only `test` selected and `env` set, as its child; kills it after
+/// `timeout` (then its status says so: killed by SIGKILL). Core dumps are off.
+fn run_child(test: &str, env: &[(&str, &str)], timeout: Duration) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn the child");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).ok();
+        s
+    });
+    let end = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            child.kill().ok();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Child {
+        status,
+        stderr: reader.join().unwrap(),
+    }
+}
+
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD_ENV).as_deref() == Ok(test)
+}
+
+/// The exit code of a child whose spinner was never preempted.
+const STARVED: i32 = 86;
+
+/// The region test's program, in a child: a call-free spinner in a region, a sleeper beside it
+/// on one worker; exits 0 when the sleeper got its 20 ticks, [`STARVED`] after 3 s without.
+fn region_spinner_child() -> ! {
+    let rt = rt(1, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, work) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+    let _spinner = rt.spawn(move || spin(&s, &work));
+    let ticks = rt.spawn(|| (0..20).for_each(|_| sigcoro::sleep(Duration::from_millis(1))));
+    let end = Instant::now() + Duration::from_secs(3);
+    while !ticks.is_finished() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: ends the process at once, without unwinding into a runtime that cannot stop.
+    unsafe { libc::_exit(if ticks.is_finished() { 0 } else { STARVED }) }
+}
+
+/// The same program as `a_spinning_coroutine_in_a_region_is_preempted_and_others_progress`, in
+/// children: it passes as it is, and starves with preemption switched off by
+/// `SIGCORO_PREEMPT=off`, or with regions' asynchronous preemption switched off by
+/// `SIGCORO_PREEMPT=noasync` (which says so on stderr).
+#[test]
+fn control_a_region_spinner_starves_its_neighbour_without_asynchronous_preemption() {
+    const TEST: &str = "control_a_region_spinner_starves_its_neighbour_without_asynchronous_preemption";
+    if is_child(TEST) {
+        region_spinner_child();
+    }
+    let limit = Duration::from_secs(60);
+    let on = run_child(TEST, &[], limit);
+    assert_eq!(on.status.code(), Some(0), "{on:?}");
+    let off = run_child(TEST, &[("SIGCORO_PREEMPT", "off")], limit);
+    assert_eq!(off.status.code(), Some(STARVED), "{off:?}");
+    let noasync = run_child(TEST, &[("SIGCORO_PREEMPT", "noasync")], limit);
+    assert_eq!(noasync.status.code(), Some(STARVED), "{noasync:?}");
+    assert!(
+        noasync
+            .stderr
+            .contains("preemptible regions run with safe-point preemption only: SIGCORO_PREEMPT=noasync"),
+        "{noasync:?}"
+    );
+}
+
+/// Recurses with 256-byte frames until less than a signal frame's room is left, then spins
+/// there: the next preemption signal finds no room for its frame.
+#[inline(never)]
+fn deep(n: u64) -> u64 {
+    let buf = std::hint::black_box([n as u8; 256]);
+    if sigcoro::stack_remaining().unwrap() < 1024 {
+        let mut x = n;
+        loop {
+            x = std::hint::black_box(x.wrapping_mul(3).wrapping_add(1));
+        }
+    }
+    deep(n + 1).wrapping_add(buf[n as usize % 256] as u64)
+}
+
+/// The overflow test's program: a coroutine fills its stack inside a region under a 50 us
+/// slice.
+fn overflow_child(reports_off: bool) -> ! {
+    if reports_off {
+        sigcoro::stack::disable_frame_push_reports_for_tests();
+    }
+    let rt = rt(1, Duration::from_micros(50));
+    let h = rt
+        .builder_spawn(sigcoro::Builder::new().name("deep"), || {
+            // SAFETY: arithmetic and recursion on its own stack: no thread-owned state.
+            unsafe { sigcoro::preemptible(|| deep(0)) }
+        })
+        .unwrap();
+    let _ = h.join();
+    unreachable!("the coroutine cannot come back");
+}
+
+/// A coroutine whose stack is too full for a preemption signal's frame is reported as an
+/// overflow every time, never a bare SIGSEGV (the kernel's own, with no address). The control,
+/// with those reports switched off, dies of a bare SIGSEGV.
+#[test]
+fn overflow_inside_a_region_is_reported() {
+    const TEST: &str = "overflow_inside_a_region_is_reported";
+    if is_child(TEST) {
+        overflow_child(std::env::var("REPORTS_OFF").is_ok());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    for _ in 0..3 {
+        let out = run_child(TEST, &[], Duration::from_secs(60));
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(out.stderr.contains("coroutine 'deep'"), "{out:?}");
+        assert!(out.stderr.contains("has overflowed its stack of"), "{out:?}");
+    }
+    let control = run_child(TEST, &[("REPORTS_OFF", "1")], Duration::from_secs(60));
+    assert_eq!(control.status.signal(), Some(libc::SIGSEGV), "{control:?}");
+    assert!(!control.stderr.contains("has overflowed"), "{control:?}");
+}

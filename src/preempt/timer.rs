@@ -63,6 +63,9 @@ pub(crate) fn slice_and_grace(slice: Duration) -> Duration {
 /// may not, if the signal came while the coroutine was in libc), in slices.
 const ALARM_CHECK_SLICES: u64 = 4;
 
+/// Re-signals of one slice wait at most `grace << MAX_BACKOFF`.
+const MAX_BACKOFF: u32 = 5;
+
 /// The longest the timer thread sleeps while every worker idles.
 const IDLE_LOOK: u64 = 10_000_000;
 
@@ -80,6 +83,8 @@ struct Watch {
     cpu_mark: Option<(u64, u64)>,
     /// The last timer deadline we interrupted the worker for (never twice for one deadline).
     handled_deadline: u64,
+    /// Signals sent for the running slice after the first: each doubles the next wait.
+    tries: u32,
     /// The worker's index, and the hog reported for the running slice: its slice and id.
     index: usize,
     hog: Option<(u64, u64)>,
@@ -163,7 +168,7 @@ impl Look<'_> {
         if watch.slice.map(|(s, _)| s) != Some(seq) {
             self.hog_over(watch);
             watch.slice = Some((seq, stamp.unwrap_or(now).min(now)));
-            (watch.flagged_at, watch.signalled_at) = (None, None);
+            (watch.flagged_at, watch.signalled_at, watch.tries) = (None, None, 0);
         }
         let start = watch.slice.map_or(now, |(_, start)| start);
         self.hog_check(w, watch, seq, start);
@@ -205,9 +210,11 @@ impl Look<'_> {
             (None, _) => start + self.slice,
             (Some(flagged), None) => flagged + self.grace,
             // Signalled, and still the same slice: the handler deferred (the coroutine was in a
-            // no-preempt region or in libc). The flag stays up for the next safe point; signal
-            // again a grace period later.
-            (Some(_), Some(signalled)) => signalled + self.grace,
+            // no-preempt section or in code that is not vouched). The flag stays up for the
+            // next safe point; signal again after a grace period that doubles with every try,
+            // so that a coroutine whose walks keep failing (deep recursion, say) is not kept
+            // busy in the handler.
+            (Some(_), Some(signalled)) => signalled + (self.grace << watch.tries.min(MAX_BACKOFF)),
         };
         if due > now + self.tolerance {
             return Some(next.min(due));
@@ -247,6 +254,9 @@ impl Look<'_> {
             .cpu_mark
             .is_none_or(|(at, before)| burning_cpu(now - at, cpu.saturating_sub(before)));
         watch.cpu_mark = Some((now, cpu));
+        if watch.signalled_at.is_some() {
+            watch.tries += 1;
+        }
         watch.signalled_at = Some(now);
         if busy {
             self.signal(w);

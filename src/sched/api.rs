@@ -455,3 +455,15 @@ impl fmt::Debug for GreenThread {
             .finish()
     }
 }
+
+/// How many bytes of stack the running coroutine has left below its stack pointer, before its
+/// guard page: for recursion guards (as the `stacker` crate's `remaining_stack`). A signal
+/// landing on the coroutine's stack needs `AT_MINSIGSTKSZ` of it. `None` outside a coroutine of
+/// a runtime.
+pub fn stack_remaining() -> Option<usize> {
+    let task = current_task()?;
+    let sp: usize;
+    // SAFETY: reads the stack pointer only.
+    unsafe { std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    Some(sp.saturating_sub(task.stack_lo.load(Ordering::Relaxed)))
+}

@@ -188,6 +188,14 @@ pub(crate) fn stride_for(size: usize) -> usize {
     page_size() + round_to_page(size + HEADER_SIZE)
 }
 
+/// The tests' control only: stops reporting overflows that the kernel signals as a failed
+/// signal-frame push (SIGSEGV with `SI_KERNEL` and no address), so a test can show that such
+/// overflows would otherwise die as a bare "Segmentation fault". Not part of the API.
+#[doc(hidden)]
+pub fn disable_frame_push_reports_for_tests() {
+    crate::overflow::FRAME_PUSH_REPORTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
