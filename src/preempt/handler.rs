@@ -60,6 +60,9 @@ pub(crate) fn install() -> io::Result<()> {
 extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     // SAFETY: errno is this thread's; we put back what the interrupted code had.
     let errno = unsafe { *libc::__errno_location() };
+    if let Some(local) = worker::local() {
+        local.me().preempt.signal_sent_at.store(0, Ordering::Release);
+    }
     // SAFETY: the kernel passes the signal's info to SA_SIGINFO handlers.
     if unsafe { !super::alarm::from_alarm(info) } || alarm_wants_preemption() {
         // SAFETY: the kernel passes the interrupted context for SA_SIGINFO handlers.
@@ -81,6 +84,10 @@ fn alarm_wants_preemption() -> bool {
     super::INTERRUPT.with(|f| f.fetch_or(super::DEADLINE | super::PREEMPT, Ordering::Relaxed));
     true
 }
+
+/// Stack between the interrupted point and its region beyond which a refused walk counts as a
+/// long one (see the timer thread's backoff).
+const LONG_WALK: usize = 16 * 1024;
 
 /// Preempts the running coroutine if the interrupted point is safe.
 ///
@@ -117,6 +124,9 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     // The tests' controls switch anywhere; everything else must pass the walk.
     if !anywhere && !unsafe { vouched(task, regs, region) } {
+        if region.saturating_sub(regs.sp) > LONG_WALK {
+            watch.deep_refusal.store(true, Ordering::Relaxed);
+        }
         task.stats.deferred.fetch_add(1, Ordering::Relaxed);
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);
         return;

@@ -63,6 +63,10 @@ pub(crate) fn slice_and_grace(slice: Duration) -> Duration {
 /// may not, if the signal came while the coroutine was in libc), in slices.
 const ALARM_CHECK_SLICES: u64 = 4;
 
+/// How long a signal not yet taken by the handler keeps the timer thread from sending another,
+/// in slices.
+const IN_FLIGHT_SLICES: u64 = 8;
+
 /// Re-signals of one slice wait at most `grace << MAX_BACKOFF`.
 const MAX_BACKOFF: u32 = 5;
 
@@ -83,7 +87,7 @@ struct Watch {
     cpu_mark: Option<(u64, u64)>,
     /// The last timer deadline we interrupted the worker for (never twice for one deadline).
     handled_deadline: u64,
-    /// Signals sent for the running slice after the first: each doubles the next wait.
+    /// Refusals after long walks in the running slice: each doubles the next wait.
     tries: u32,
     /// The worker's index, and the hog reported for the running slice: its slice and id.
     index: usize,
@@ -211,9 +215,9 @@ impl Look<'_> {
             (Some(flagged), None) => flagged + self.grace,
             // Signalled, and still the same slice: the handler deferred (the coroutine was in a
             // no-preempt section or in code that is not vouched). The flag stays up for the
-            // next safe point; signal again after a grace period that doubles with every try,
-            // so that a coroutine whose walks keep failing (deep recursion, say) is not kept
-            // busy in the handler.
+            // next safe point; signal again a grace period later, a period that doubles with
+            // every refusal after a long walk, so that a coroutine whose walks are long and keep
+            // failing (deep recursion, say) is not kept busy in the handler.
             (Some(_), Some(signalled)) => signalled + (self.grace << watch.tries.min(MAX_BACKOFF)),
         };
         if due > now + self.tolerance {
@@ -254,7 +258,7 @@ impl Look<'_> {
             .cpu_mark
             .is_none_or(|(at, before)| burning_cpu(now - at, cpu.saturating_sub(before)));
         watch.cpu_mark = Some((now, cpu));
-        if watch.signalled_at.is_some() {
+        if w.deep_refusal.swap(false, Ordering::Relaxed) {
             watch.tries += 1;
         }
         watch.signalled_at = Some(now);
@@ -274,7 +278,10 @@ impl Look<'_> {
         // SAFETY: as in `interrupt`.
         let pending = !flag.is_null() && unsafe { (*flag).load(Ordering::Acquire) } & (PREEMPT | DEADLINE) != 0;
         let tid = w.tid.load(Ordering::Relaxed);
-        if pending && tid != 0 {
+        let sent = w.signal_sent_at.load(Ordering::Acquire);
+        let in_flight = sent != 0 && self.now.saturating_sub(sent) < IN_FLIGHT_SLICES * self.slice;
+        if pending && tid != 0 && !in_flight {
+            w.signal_sent_at.store(self.now, Ordering::Release);
             self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);
             // SAFETY: tgkill to a thread of our own process.
             unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, preempt_signal()) };

@@ -4,7 +4,7 @@
 //! A worker writes these with plain stores (no locked instruction on the switch path); the
 //! timer thread only reads them, except for the interrupt flags behind `flag`.
 
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// [`PreemptWatch::running`]: the worker runs no coroutine.
@@ -42,6 +42,14 @@ pub(crate) struct PreemptWatch {
     /// The slice the timer thread reported as a hog (0: none): the coroutine counts it in its
     /// own stats when it finally switches out.
     pub hog_seq: AtomicU64,
+    /// Set by the handler when it refused after a long walk (a deep stack below the region):
+    /// the timer thread then waits longer before it signals again.
+    pub deep_refusal: AtomicBool,
+    /// When the timer thread last sent the preemption signal (in [`super::timer::nanos`]),
+    /// cleared to 0 by the handler: real-time signals queue, so while one is still on its way
+    /// (blocked between regions, or the handler busy) the timer thread sends no other, for a
+    /// while (a signal the kernel could not deliver never clears it).
+    pub signal_sent_at: AtomicU64,
     /// The worker's thread-local interrupt flags (null once the worker has exited).
     pub flag: AtomicPtr<AtomicU8>,
     /// Threads (or signal handlers) dereferencing `flag` right now; an exiting worker clears
