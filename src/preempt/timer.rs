@@ -320,6 +320,8 @@ impl Look<'_> {
         }
         watch.hog = Some((seq, id));
         w.hog_seq.store(seq, Ordering::Relaxed);
+        // The unstarted tasks queued behind it cannot run there: another worker takes them.
+        self.rt.offer_unstarted(watch.index);
         self.rt.stats.hogs.fetch_add(1, Ordering::Relaxed);
         let report = self.rt.hogs.file(HogReport {
             worker: watch.index,

@@ -30,8 +30,9 @@ fn running(what: &str) -> &'static Task {
 
 /// Spawns a coroutine on the current runtime and returns a handle to join it.
 ///
-/// The coroutine starts on this worker's run queue (an idle worker may take it before it runs)
-/// and stays on whichever worker first runs it.
+/// The coroutine is queued on this worker (on a runtime with other workers, in its stealable
+/// queue: another worker may take it before it runs) and stays on whichever worker first runs
+/// it.
 ///
 /// # Panics
 ///

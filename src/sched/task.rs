@@ -113,6 +113,10 @@ pub(crate) struct Task {
     pub locals: UnsafeCell<Option<Box<super::local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
     pub stack_size: usize,
+    /// When it was last queued, in its queuing worker's count of queued tasks (runtimes with
+    /// two or more workers): a worker runs the older of its two queues' first tasks (see
+    /// `worker::steal`). Written by whoever queues it, read by the worker that pops it.
+    pub stamp: AtomicU64,
     /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
     /// first runs it, so a storm of spawned tasks reuses a few warm stacks.
     body: UnsafeCell<Option<Body>>,
@@ -166,6 +170,7 @@ impl Task {
             stats: crate::preempt::TaskCounters::default(),
             locals: UnsafeCell::new(None),
             stack_size,
+            stamp: AtomicU64::new(0),
             body: UnsafeCell::new(Some(body)),
             coroutine: UnsafeCell::new(None),
         }
@@ -205,6 +210,7 @@ impl Task {
             stats,
             locals,
             stack_size,
+            stamp,
             body,
             join_state,
             outcome,
@@ -232,6 +238,7 @@ impl Task {
         stats.reset();
         *locals.get_mut() = None;
         *stack_size = new_stack_size;
+        *stamp.get_mut() = 0;
         *body.get_mut() = Some(new_body);
         *join_state.get_mut() = RUNNING;
         *outcome.get_mut() = None;

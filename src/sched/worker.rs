@@ -3,9 +3,9 @@
 //!
 //! A coroutine that has run stays on its worker: Rust and libc cache thread-local addresses in
 //! registers, so moving a suspended coroutine to another thread would corrupt them. Tasks that
-//! have not run yet may go anywhere: a busy worker hands some to an idle one when it spawns,
-//! joins in place, or goes round its loop (`idle.rs`), and an idle worker also posts a steal
-//! request that the busy one answers at its next scheduling point.
+//! have not run yet may go anywhere: on a runtime with two or more workers they wait in their
+//! worker's stealable queue, from which other workers take a share at their scheduling
+//! decisions and before they sleep, even while the owner runs a hog (`steal.rs`).
 //!
 //! Wakeups from other threads go to the owner's remote queue; the waker writes the owner's
 //! eventfd only if the owner said it was going to sleep (`sleeping`), with SeqCst on both sides
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 mod idle;
 mod inline;
+mod steal;
 
 pub(crate) use inline::run_if_unstarted_here;
 
@@ -57,13 +58,13 @@ pub(crate) struct WorkerShared {
     remote: Mutex<Vec<Arc<Task>>>,
     remote_len: AtomicUsize,
     sleeping: AtomicBool,
-    /// Set while the worker has nothing to run (spinning or asleep); a busy worker that takes
-    /// it hands the idle one some of its unstarted tasks.
+    /// Set while the worker has nothing to run (spinning or asleep); a worker that takes it
+    /// wakes the idle one to steal unstarted tasks (`Shared::nudge_idle`).
     idle: AtomicBool,
-    /// Index + 1 of an idle worker asking for unstarted tasks; 0 when nobody asks.
-    steal_request: AtomicUsize,
-    /// How many tasks this worker had queued at its last look (a hint for thieves).
-    queued: AtomicUsize,
+    /// Its unstarted tasks, which any worker may take (two or more workers; see `steal.rs`).
+    fresh: steal::Padded<steal::Fresh>,
+    /// What it publishes for thieves at its scheduling decisions.
+    published: steal::Padded<steal::Published>,
     eventfd: OwnedFd,
     epoll: OwnedFd,
     /// Tasks spawned and ended by this worker's thread: plain stores by that thread only, so
@@ -197,8 +198,8 @@ impl WorkerShared {
             remote_len: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
             idle: AtomicBool::new(false),
-            steal_request: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
+            fresh: Default::default(),
+            published: Default::default(),
             eventfd,
             epoll,
             spawned: AtomicUsize::new(0),
@@ -259,10 +260,17 @@ type Registry = (Vec<Option<Arc<Task>>>, Vec<usize>);
 pub(crate) struct Local {
     pub index: usize,
     pub rt: Arc<Shared>,
+    /// Tasks that have run here and wait to go on; on a one-worker runtime, unstarted tasks
+    /// too (with more workers those wait in `WorkerShared::fresh`).
     queue: UnsafeCell<VecDeque<Arc<Task>>>,
-    /// How many tasks in `queue` have not started: kept by every push and pop of one, so that
-    /// sharing them with idle workers costs nothing when there are none.
-    unstarted: Cell<usize>,
+    /// Whether the runtime has other workers: unstarted tasks then go to the stealable queue,
+    /// and queued tasks are stamped (see `steal.rs`).
+    stealable: bool,
+    /// How many tasks were queued here (stamps; two or more workers only).
+    tick: Cell<u64>,
+    /// Since when this worker has been leaving its unstarted tasks to a lighter worker.
+    /// (When, for which worker, and that worker's decision count then.)
+    held_back: Cell<Option<(Instant, usize, u64)>>,
     /// A task just woken here: it runs next, in the current slice.
     next: UnsafeCell<Option<Arc<Task>>>,
     /// Tasks woken by timers, in deadline order: they run before the run queue, after `next`.
@@ -362,6 +370,9 @@ pub(crate) fn disarm_alarm() {
 /// turn; the task comes back if the runtime is shutting down (its workers may be gone).
 pub(crate) fn schedule_new(rt: &Shared, task: Arc<Task>) -> Result<(), Arc<Task>> {
     let target = rt.next_worker.fetch_add(1, Ordering::Relaxed) % rt.workers.len();
+    if rt.workers.len() > 1 {
+        return steal::push_from_outside(rt, target, task);
+    }
     rt.workers[target]
         .hand_over(rt, vec![task])
         .map_err(|mut back| back.pop().expect("the task came back"))
@@ -384,7 +395,7 @@ pub(crate) fn schedule(task: Arc<Task>) {
         if local.firing.get() {
             local.timer_woken().push_back(task);
         } else if let Some(displaced) = local.next().replace(task) {
-            local.queue().push_back(displaced);
+            local.push_back(displaced);
         }
         return;
     }
@@ -401,11 +412,14 @@ impl Local {
         let alarm = (rt.slice_alarm_ns != 0)
             .then(|| crate::preempt::alarm::Alarm::for_this_thread(rt.slice_alarm_ns))
             .flatten();
+        let stealable = rt.workers.len() > 1;
         let local = Local {
             index,
             rt,
+            stealable,
             queue: UnsafeCell::new(VecDeque::new()),
-            unstarted: Cell::new(0),
+            tick: Cell::new(0),
+            held_back: Cell::new(None),
             next: UnsafeCell::new(None),
             timer_woken: UnsafeCell::new(VecDeque::new()),
             made_way: UnsafeCell::new(None),
@@ -472,7 +486,7 @@ impl Local {
     /// `next` slot runs right after the current one, so it is left out.)
     #[inline]
     pub(crate) fn others_queued(&self) -> usize {
-        self.queue().len()
+        self.queue().len() + self.fresh_len()
     }
 
     pub(crate) fn me(&self) -> &WorkerShared {
@@ -507,8 +521,9 @@ impl Local {
     /// The task to run next, and whether it starts a new slice: the `next` slot, sleepers woken
     /// by timers (earliest deadline first), the task that made way for them (all three within
     /// the current slice, so that waking others never resets a CPU-bound task's slice), then
-    /// the run queue.
-    fn pop(&self) -> Option<(Arc<Task>, bool)> {
+    /// the run queue (with other workers: the older of the run queue's and the stealable
+    /// queue's first, after taking a share of other workers' unstarted tasks if `steal`).
+    fn pop(&self, steal: bool) -> Option<(Arc<Task>, bool)> {
         let inherit = self
             .next()
             .take()
@@ -516,18 +531,17 @@ impl Local {
             .or_else(|| self.made_way().take());
         match inherit {
             Some(t) => Some((t, false)),
-            None => {
-                let task = self.queue().pop_front()?;
-                if task.owner.load(Ordering::Relaxed) == UNSTARTED {
-                    self.unstarted.set(self.unstarted.get().saturating_sub(1));
-                }
-                Some((task, true))
-            }
+            None if self.stealable => Some((self.pop_queued(steal)?, true)),
+            None => Some((self.queue().pop_front()?, true)),
         }
     }
 
     fn has_work(&self) -> bool {
-        self.next().is_some() || !self.timer_woken().is_empty() || self.made_way().is_some() || !self.queue().is_empty()
+        self.next().is_some()
+            || !self.timer_woken().is_empty()
+            || self.made_way().is_some()
+            || !self.queue().is_empty()
+            || self.fresh_len() != 0
     }
 
     #[allow(clippy::mut_from_ref)]
@@ -539,7 +553,7 @@ impl Local {
     fn main_loop(&self) {
         loop {
             for _ in 0..BATCH {
-                let Some((task, new_slice)) = self.pop() else { break };
+                let Some((task, new_slice)) = self.pop(true) else { break };
                 if self.run_task(task, new_slice) {
                     break; // a slice went by: look at timers and the remote queue now
                 }
@@ -547,10 +561,9 @@ impl Local {
             self.take_remote();
             self.fire_timers();
             crate::interrupt::run_pending_on(&self.me().interrupts);
-            self.answer_steal_request();
-            if self.queue().len() > 1 && self.unstarted.get() != 0 {
+            if self.others_queued() > 1 {
                 // More than we can run at once: an idle worker may take the unstarted ones.
-                self.share_with_idle(true);
+                self.nudge_if_waiting();
             }
             // Shutdown does not wait for the run queue to drain: coroutines that keep yielding
             // (or keep being preempted) would hold it off for ever. `shut_down` cancels them.
@@ -563,7 +576,6 @@ impl Local {
                 }
                 continue;
             }
-            self.ask_for_work();
             self.idle();
         }
     }
@@ -653,7 +665,7 @@ impl Local {
             self.register(&task);
         }
         match action {
-            Action::Yield => self.queue().push_back(task),
+            Action::Yield => self.push_back(task),
             Action::Preempted { signal, front } => {
                 self.after_preemption.set(true);
                 if signal && self.rt.preempt_anywhere {
@@ -666,7 +678,7 @@ impl Local {
                         self.queue().push_front(earlier);
                     }
                 } else {
-                    self.queue().push_back(task);
+                    self.push_back(task);
                 }
                 return true;
             }
@@ -682,7 +694,7 @@ impl Local {
                     .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
-                    self.queue().push_back(task);
+                    self.push_back(task);
                 }
             }
             Action::Sleep => {
@@ -741,12 +753,10 @@ impl Local {
         }
         let mut q = me.remote.lock().unwrap_or_else(|e| e.into_inner());
         me.remote_len.store(0, Ordering::SeqCst);
-        let fresh = q
-            .iter()
-            .filter(|t| t.owner.load(Ordering::Relaxed) == UNSTARTED)
-            .count();
-        self.unstarted.set(self.unstarted.get() + fresh);
-        self.queue().extend(q.drain(..));
+        // Woken tasks, and on one worker unstarted ones from outside too.
+        for task in q.drain(..) {
+            self.push_back(task);
+        }
     }
 
     fn fire_timers(&self) {
@@ -787,6 +797,7 @@ impl Local {
     fn shut_down(&self) {
         loop {
             self.take_remote();
+            self.drain_fresh();
             // SAFETY: registry is this thread's.
             let live: Vec<Arc<Task>> = unsafe { (*self.registry.get()).0.iter().flatten().cloned().collect() };
             for task in &live {
@@ -795,7 +806,7 @@ impl Local {
             if live.is_empty() && !self.has_work() {
                 break;
             }
-            while let Some((task, _)) = self.pop() {
+            while let Some((task, _)) = self.pop(false) {
                 if task.owner.load(Ordering::Relaxed) == UNSTARTED {
                     // Never started: dropping its body drops the closure, which never ran.
                     // SAFETY: we dequeued it.
@@ -806,6 +817,7 @@ impl Local {
                 self.run_task(task, true);
             }
             self.take_remote();
+            self.drain_fresh();
             if !self.has_work() {
                 self.idle_briefly();
             }

@@ -14,9 +14,10 @@
 //! as usual; the worker loop resumes it from then on. A task that never ran may run on any
 //! worker, so starting it here moves nothing that has thread-local state.
 //!
-//! A worker that another worker asked for unstarted tasks hands them over first (the newest
-//! half, so they run in parallel there), and then looks; once it has the task, it shares what
-//! else waits unstarted with an idle worker, if there is one. Not done when the joiner was cancelled
+//! On a runtime with two or more workers the joined task must still be in the joiner's own
+//! stealable queue (another worker may have taken it: the joiner then waits); once the joiner
+//! has it, it wakes an idle worker to take what else waits unstarted, if there is one. Not
+//! done when the joiner was cancelled
 //! or is unwinding (its join unwinds or returns at once), inside a `preemptible` region (whose
 //! signal the task must not get), or outside a coroutine.
 
@@ -52,7 +53,7 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     let _off = crate::preempt::RuntimeGuard::new();
     let Some(task) = local.take_unstarted(task) else { return };
     // We are about to be busy with it: an idle worker may as well run what else waits here.
-    local.share_with_idle(true);
+    local.nudge_if_waiting();
     let outcome = {
         /// Points `current` back at the joiner however the start ends.
         struct Restore<'a>(&'a Local, *const Task);
@@ -73,27 +74,22 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
 }
 
 impl Local {
-    /// Takes `task` out of the run queue if it has not started and is at either end, after
-    /// handing unstarted tasks to a worker that asked for some (they may run there in
-    /// parallel, `task` among them). The caller holds preemption off.
+    /// Takes `task` out of the run queue (the stealable queue, with other workers) if it has
+    /// not started and is at either end. The caller holds preemption off.
     fn take_unstarted(&self, task: &Arc<Task>) -> Option<Arc<Task>> {
-        if self.me().steal_request.load(Ordering::Relaxed) != 0 {
-            self.answer_steal_request();
-        }
         if task.owner.load(Ordering::Relaxed) != UNSTARTED {
             return None;
         }
+        if self.stealable {
+            return self.take_fresh(task);
+        }
         let queue = self.queue();
-        let taken = if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
+        if queue.back().is_some_and(|t| Arc::ptr_eq(t, task)) {
             queue.pop_back()
         } else if queue.front().is_some_and(|t| Arc::ptr_eq(t, task)) {
             queue.pop_front()
         } else {
             None
-        };
-        if taken.is_some() {
-            self.unstarted.set(self.unstarted.get().saturating_sub(1));
         }
-        taken
     }
 }

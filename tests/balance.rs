@@ -1,0 +1,233 @@
+//! Balance: coroutines that have not started yet spread over every worker, also while their
+//! spawner's worker is busy with one long coroutine or held by a hog.
+//!
+//! Each test counts which worker thread ran what (never timings), and runs under a watchdog
+//! thread that aborts the process if it hangs.
+
+use sigcoro::Runtime;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Aborts the process if the test is still running after `secs` seconds.
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn new(secs: u64, what: &'static str) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while !d.load(Ordering::SeqCst) {
+                if Instant::now() > end {
+                    eprintln!("watchdog: {what} still running after {secs} s");
+                    std::process::abort();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_owned()
+}
+
+/// A step of arithmetic a hog repeats.
+fn step(x: u64) -> u64 {
+    let mut x = x;
+    for _ in 0..1000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    }
+    std::hint::black_box(x)
+}
+
+/// Issue 13's program: `block_on` spawns 8 arithmetic hogs (with a safe point in their loop)
+/// and a 1 ms sleeper on a 2-worker runtime with a 1 ms slice, then joins them. The hogs
+/// started on the spawner's worker cannot move, so the unstarted ones must be shared before
+/// they start: each worker runs 4.
+#[test]
+fn eight_hogs_spawned_from_one_coroutine_run_four_per_worker() {
+    let _dog = Watchdog::new(120, "eight_hogs_spawned_from_one_coroutine_run_four_per_worker");
+    for round in 0..3 {
+        let rt = Runtime::builder()
+            .workers(2)
+            .preempt(Some(Duration::from_millis(1)))
+            .name("bal")
+            .build()
+            .unwrap();
+        let names = rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let hogs: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let stop = stop.clone();
+                    sigcoro::spawn(move || {
+                        let name = thread_name();
+                        let mut x = i + 1;
+                        while !stop.load(Ordering::Relaxed) {
+                            x = step(x);
+                            sigcoro::checkpoint();
+                        }
+                        assert_eq!(thread_name(), name, "a started coroutine changed thread");
+                        name
+                    })
+                })
+                .collect();
+            let sleeper = sigcoro::spawn(move || {
+                let end = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < end {
+                    sigcoro::sleep(Duration::from_millis(1));
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            let names: Vec<String> = hogs.into_iter().map(|h| h.join().unwrap()).collect();
+            sleeper.join().unwrap();
+            names
+        });
+        let mut per_worker: HashMap<&str, usize> = HashMap::new();
+        for n in &names {
+            *per_worker.entry(n).or_default() += 1;
+        }
+        assert_eq!(
+            per_worker.get("bal-0").copied().unwrap_or(0),
+            4,
+            "round {round}: hogs per worker {per_worker:?}"
+        );
+        assert_eq!(
+            per_worker.get("bal-1").copied().unwrap_or(0),
+            4,
+            "round {round}: {per_worker:?}"
+        );
+    }
+}
+
+/// A call-free hog (no safe point ever, default mode) holds its worker; the coroutines it
+/// spawned behind it have not started, so the other worker runs them all while it spins: first
+/// one that the hog report hands over while the other worker sleeps, then sixteen that the
+/// other worker takes when that one ends.
+#[test]
+fn unstarted_coroutines_behind_a_hog_run_on_the_other_worker() {
+    let _dog = Watchdog::new(60, "unstarted_coroutines_behind_a_hog_run_on_the_other_worker");
+    let rt = Runtime::builder()
+        .workers(2)
+        .preempt(Some(Duration::from_millis(5)))
+        .name("hog")
+        .build()
+        .unwrap();
+    let (hog, first, rest) = rt.block_on(|| {
+        let hog = thread_name();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Arc::new(AtomicBool::new(false));
+        let s = started.clone();
+        // Nothing wakes the other worker for it (a single spawn stays with its spawner), and
+        // this coroutine never reaches a safe point: only the hog report gets it going.
+        let first = sigcoro::spawn(move || {
+            s.store(true, Ordering::SeqCst);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(50) {
+                std::hint::spin_loop();
+            }
+            thread_name()
+        });
+        while !started.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the coroutine behind the hog never started");
+            std::hint::spin_loop();
+        }
+        let spinning = Arc::new(AtomicBool::new(true));
+        let done = Arc::new(AtomicUsize::new(0));
+        let rest: Vec<_> = (0..16)
+            .map(|_| {
+                let (spinning, done) = (spinning.clone(), done.clone());
+                sigcoro::spawn(move || {
+                    let seen = (thread_name(), spinning.load(Ordering::SeqCst));
+                    done.fetch_add(1, Ordering::SeqCst);
+                    seen
+                })
+            })
+            .collect();
+        while done.load(Ordering::SeqCst) < 16 {
+            assert!(Instant::now() < deadline, "coroutines behind the hog never ran");
+            std::hint::spin_loop();
+        }
+        spinning.store(false, Ordering::SeqCst);
+        let rest: Vec<(String, bool)> = rest.into_iter().map(|h| h.join().unwrap()).collect();
+        (hog, first.join().unwrap(), rest)
+    });
+    assert_ne!(first, hog, "the first coroutine ran on the hog's worker");
+    for (name, while_spinning) in &rest {
+        assert_eq!(name, &first, "a coroutine behind the hog ran on {name}");
+        assert!(while_spinning, "a coroutine behind the hog ran only after it stopped");
+    }
+    let hog_worker: usize = hog.trim_start_matches("hog-").parse().unwrap();
+    assert!(
+        rt.hogs().iter().any(|r| r.worker == hog_worker),
+        "no hog report for worker {hog_worker}: {:?}",
+        rt.hogs()
+    );
+}
+
+/// Coroutines on several workers keep spawning detached coroutines (which the workers steal
+/// from each other) while the runtime shuts down: every closure runs or is dropped unrun
+/// exactly once, none is stranded in a queue.
+#[test]
+fn stolen_coroutines_racing_a_shutdown_lose_no_closure() {
+    let _dog = Watchdog::new(120, "stolen_coroutines_racing_a_shutdown_lose_no_closure");
+    for round in 0..20 {
+        // Outer closures, and the inner ones they spawn: made, and dropped (run or not).
+        let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+        let rt = Runtime::builder().workers(3).build().unwrap();
+        for _ in 0..3 {
+            let c = counts.clone();
+            drop(rt.spawn(move || {
+                loop {
+                    for _ in 0..32 {
+                        let outer = Count(c.clone(), 1);
+                        c[0].fetch_add(1, Ordering::SeqCst);
+                        let c2 = c.clone();
+                        // Fails (and drops the closure) once the shutdown began.
+                        let spawned = sigcoro::Builder::new().spawn(move || {
+                            let _outer = outer;
+                            // Some spawn in turn, some yield: both kinds of queue stay busy.
+                            let inner = Count(c2.clone(), 3);
+                            c2[2].fetch_add(1, Ordering::SeqCst);
+                            drop(sigcoro::Builder::new().spawn(move || drop(inner)));
+                            sigcoro::yield_now();
+                        });
+                        drop(spawned);
+                    }
+                    sigcoro::yield_now(); // unwinds once cancelled by the shutdown
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(5 + round % 5));
+        rt.shutdown();
+        let [made, dropped, inner_made, inner_dropped] = &*counts;
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst),
+            "round {round}"
+        );
+        assert_eq!(
+            inner_made.load(Ordering::SeqCst),
+            inner_dropped.load(Ordering::SeqCst),
+            "round {round}"
+        );
+    }
+}
+
+/// Counts its drop in `.0[.1]`.
+struct Count(Arc<[AtomicUsize; 4]>, usize);
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.0[self.1].fetch_add(1, Ordering::SeqCst);
+    }
+}
