@@ -44,7 +44,7 @@
 //! | 6 | [`interrupt`] | [`Interrupt`]: notifications from any thread or signal handler, run at the owning worker's next safe point |
 //! | 6 | [`sync`] | channels, [`select!`], and locks and the like that park coroutines, not threads |
 //! | 6 | [`net`] | TCP, UDP and Unix sockets with std's shapes, parking on `EAGAIN` |
-//! | 6 | [`blocking`] | [`blocking()`]: foreign work on helper threads while the worker runs other coroutines |
+//! | 6 | [`blocking`](mod@blocking) | [`blocking()`]: foreign work on helper threads while the worker runs other coroutines |
 //! | 6 | [`fs`] | whole-file reads and writes through [`blocking()`] |
 //! | 6 | [`signal`] | POSIX signals received as messages ([`signal::Signals`], [`signal::ctrl_c`]) |
 //! | 7 | `runtime` | [`Runtime`] and its builder, the worker threads, [`Runtime::block_on`], shutdown, [`run`] |
