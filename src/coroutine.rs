@@ -110,6 +110,14 @@ pub struct Yielder<I, Y> {
     _marker: PhantomData<fn(Y) -> I>,
 }
 
+impl<I, Y> std::fmt::Debug for Yielder<I, Y> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Yielder")
+            .field("unwinding", &self.unwinding.get())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<I, Y> Yielder<I, Y> {
     /// Suspends the coroutine, handing `value` to the resumer, whose `resume` returns
     /// [`CoroutineResult::Yield`]. Returns the input of the next `resume`.

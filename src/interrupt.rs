@@ -261,6 +261,7 @@ impl Interrupt {
 }
 
 /// Undoes a [`Interrupt::scope_block`] when dropped.
+#[derive(Debug)]
 pub struct InterruptBlock<'a> {
     irq: &'a Interrupt,
 }

@@ -1,11 +1,14 @@
 //! # sigcoro
 //!
-//! Stackful coroutines (green threads) for Linux x86_64 whose stacks are born through the
-//! signal-stack trick (`sigaltstack` plus a trampoline, as in GNU Pth and libcoro) and switched
-//! by a few inline instructions.
+//! Stackful coroutines (green threads) for Linux x86_64. Their stacks are born through the
+//! signal-stack trick (`sigaltstack` plus a trampoline, as in GNU Pth and libcoro), control
+//! passes between them through a few inline instructions, one scheduler per worker thread runs
+//! them with an API shaped like `std::thread`, and a timer thread preempts the ones that run too
+//! long, at safe points or from a signal handler where that is safe.
 //!
-//! This layer is the foundation: [`coroutine::Coroutine`], an asymmetric coroutine usable with
-//! no scheduler (generators, switch benchmarks), on pooled, guarded, lazily committed stacks.
+//! Most programs need only the items at the crate root: [`run`] or [`Runtime`], then [`spawn`],
+//! [`JoinHandle`], [`sleep`], [`yield_now`], [`park`], [`scope`]. Without a scheduler,
+//! [`coroutine::Coroutine`] is an asymmetric coroutine (a generator):
 //!
 //! ```
 //! use sigcoro::coroutine::{Coroutine, CoroutineResult};
@@ -23,14 +26,41 @@
 //! assert_eq!(seen, [0, 1, 4, 9]);
 //! ```
 //!
+//! ## Modules, bottom layer first
+//!
+//! A module builds on the layers below it. `ARCHITECTURE.md` in the repository gives the rule
+//! of who may import whom and the places where today's code still breaks it. Modules without a
+//! link are private; what they offer is re-exported at the crate root.
+//!
+//! | layer | module | owns |
+//! | --- | --- | --- |
+//! | 1 | `context` | a fresh stack's first context (the signal-stack trick) and the switch; [`boot_signal`], [`set_boot_signal`] |
+//! | 1 | [`stack`] | stacks: sizes, guard pages, the reservations they are carved from, the per-thread pool, statistics, [`stack::release_idle_memory`] |
+//! | 1 | `overflow` | the SIGSEGV/SIGBUS handler that reports a coroutine's stack overflow and passes every other fault on |
+//! | 2 | [`coroutine`] | asymmetric coroutines on pooled stacks, usable without a scheduler: [`coroutine::Coroutine`], [`coroutine::Yielder`] |
+//! | 3 | `sched` | green threads: workers' run queues, tasks, [`spawn`] and [`JoinHandle`], parking, sleeping and timers, [`scope`], [`coroutine_local!`] |
+//! | 4 | [`preempt`] | preemption: the timer thread, the interrupt flag, safe points ([`checkpoint`]), [`no_preempt`] regions, the preemption signal handler and worker alarms |
+//! | 5 | [`io`] | each worker's epoll reactor, and waits on raw descriptors ([`io::wait_readable`], [`io::close`]) |
+//! | 6 | [`interrupt`] | [`Interrupt`]: notifications from any thread or signal handler, run at the owning worker's next safe point |
+//! | 6 | [`sync`] | channels, [`select!`], and locks and the like that park coroutines, not threads |
+//! | 6 | [`net`] | TCP, UDP and Unix sockets with std's shapes, parking on `EAGAIN` |
+//! | 6 | [`blocking`](mod@blocking) | [`blocking()`]: foreign work on helper threads while the worker runs other coroutines |
+//! | 6 | [`fs`] | whole-file reads and writes through [`blocking()`] |
+//! | 6 | [`signal`] | POSIX signals received as messages ([`signal::Signals`], [`signal::ctrl_c`]) |
+//! | 7 | `runtime` | [`Runtime`] and its builder, the worker threads, [`Runtime::block_on`], shutdown, [`run`] |
+//!
 //! ## What the runtime uses of the process
 //!
 //! - A real-time signal, [`boot_signal`] (`SIGRTMAX() - 1` unless [`set_boot_signal`] picks
 //!   another), sent by a thread to itself while it boots a new stack.
+//! - `SIGRTMAX() - 2`, sent to a worker thread to switch out a coroutine that ignored the
+//!   interrupt flag past its slice (see [`preempt`]).
 //! - Handlers for SIGSEGV and SIGBUS that report coroutine stack overflows and pass every other
 //!   fault to the handler installed before them.
 //! - MXCSR and the x87 control word are not saved by a switch: code that changes them must
 //!   restore them before it suspends.
+
+#![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 compile_error!(

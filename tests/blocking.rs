@@ -3,15 +3,12 @@
 //! pool respects its limit (in a child process, since the limit is process-wide), and a
 //! cancelled caller waits for its call. Counts and behaviour, no upper time bounds.
 
-use sigcoro::Runtime;
-use std::process::Command;
+mod common;
+
+use common::{child_command, is_child, rt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn rt(workers: usize) -> Runtime {
-    Runtime::builder().workers(workers).build().expect("runtime")
-}
 
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("").to_string()
@@ -143,13 +140,11 @@ fn a_cancelled_caller_waits_for_its_call_then_unwinds() {
     );
 }
 
-const CHILD_ENV: &str = "SIGCORO_BLOCKING_TEST_CHILD";
-
 /// The pool limit is process-wide: checked in a child process of its own.
 #[test]
 fn the_pool_never_exceeds_its_limit() {
     const TEST: &str = "the_pool_never_exceeds_its_limit";
-    if std::env::var(CHILD_ENV).as_deref() == Ok(TEST) {
+    if is_child(TEST) {
         sigcoro::blocking::set_max_threads(2);
         assert_eq!(sigcoro::blocking::max_threads(), 2);
         let max_parallel = rt(2).block_on(|| {
@@ -169,11 +164,7 @@ fn the_pool_never_exceeds_its_limit() {
         assert!(stats.started <= 2 && stats.threads <= 2, "{stats:?}");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, TEST)
-        .output()
-        .unwrap();
+    let out = child_command(TEST).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,6 +1,9 @@
 //! Behaviour tests of the foundation: `sigcoro::coroutine` on pooled, guarded stacks born by
 //! the signal-stack trick. Crashing cases (stack overflows) live in `tests/crash.rs`.
 
+mod common;
+
+use common::with_timeout;
 use sigcoro::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use sigcoro::stack::{self, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, min_stack_size, thread_stats};
 use std::any::Any;
@@ -12,7 +15,7 @@ use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
@@ -24,26 +27,6 @@ struct DropCount(Rc<Cell<u32>>);
 impl Drop for DropCount {
     fn drop(&mut self) {
         self.0.set(self.0.get() + 1);
-    }
-}
-
-/// Runs `f` on a fresh thread and fails the test if it does not finish within `secs`: a
-/// coroutine that never ends would otherwise hang the whole test run.
-fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => {
-            handle.join().expect("the test thread ended cleanly");
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within {secs} s (hang?)"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sent nothing but ended cleanly"),
-        },
     }
 }
 
@@ -528,7 +511,7 @@ fn dropping_suspended_coroutines_while_the_resumer_unwinds() {
 
 #[test]
 fn catching_the_forced_unwind_does_not_keep_a_coroutine_alive() {
-    with_timeout(30, || {
+    with_timeout(Duration::from_secs(30), || {
         // Catches the forced unwind once, then tries to suspend again: that unwinds again.
         let drops = Rc::new(Cell::new(0));
         let caught = Rc::new(Cell::new(0));

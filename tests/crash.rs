@@ -1,26 +1,22 @@
 //! Tests that crash on purpose, each in a child process.
 //!
 //! Every test here runs twice: as itself it re-executes this test binary with
-//! `--exact <its name>` and `SIGCORO_CRASH_CHILD=<its name>` in the environment, and checks how
+//! `--exact <its name>` and `SIGCORO_TEST_CHILD=<its name>` in the environment, and checks how
 //! that child died (exit status, stderr). As the child, the same function does the crashing
 //! work instead. The child's core dumps are turned off.
 
+mod common;
+
+use common::{child_command, is_child};
 use sigcoro::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use sigcoro::stack::{guards_are_lightweight, thread_stats};
 use std::fmt;
 use std::hint::black_box;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const CHILD_ENV: &str = "SIGCORO_CRASH_CHILD";
-
-/// Whether this process is the child that `test` spawned to do its crashing work.
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD_ENV).as_deref() == Ok(test)
-}
 
 /// How a child ended, and what it printed.
 struct Outcome {
@@ -42,10 +38,8 @@ impl fmt::Debug for Outcome {
 
 /// Re-runs this binary with only `test` selected, as its child; kills it after `timeout`.
 fn run_child(test: &str, timeout: Duration) -> Outcome {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test)
+    let mut cmd = child_command(test);
+    cmd.arg("--include-ignored")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

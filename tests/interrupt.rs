@@ -1,19 +1,18 @@
 //! The `Interrupt` object: signalled from other threads and from signal handlers, callbacks at
 //! safe points with the value, blocking, the eventfd, and binding POSIX signals.
 
-use sigcoro::{Interrupt, Runtime};
+mod common;
+
+use common::{rt, rt_no_preempt};
+use sigcoro::Interrupt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn rt() -> Runtime {
-    Runtime::builder().workers(1).build().expect("runtime")
-}
-
 #[test]
 fn a_signal_from_another_thread_runs_the_callback_with_its_value() {
-    let rt = rt();
+    let rt = rt(1);
     let (tx, rx) = mpsc::channel();
     let irq = rt.block_on(move || Interrupt::new(move |v| tx.send(v).unwrap()).unwrap());
     for v in [3, 9, 42] {
@@ -28,7 +27,7 @@ fn a_signal_from_another_thread_runs_the_callback_with_its_value() {
 
 #[test]
 fn the_callback_interrupts_a_busy_coroutine_at_a_safe_point() {
-    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    let rt = rt_no_preempt(1);
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     let (irq_tx, irq_rx) = mpsc::channel();
@@ -52,7 +51,7 @@ fn the_callback_interrupts_a_busy_coroutine_at_a_safe_point() {
 
 #[test]
 fn blocked_interrupts_wait_for_unblock() {
-    let rt = rt();
+    let rt = rt(1);
     let seen = Arc::new(AtomicI32::new(0));
     let s = seen.clone();
     rt.block_on(move || {
@@ -80,7 +79,7 @@ fn blocked_interrupts_wait_for_unblock() {
 
 #[test]
 fn the_eventfd_becomes_readable_and_autodrains() {
-    let rt = rt();
+    let rt = rt(1);
     let (tx, rx) = mpsc::channel();
     let irq = rt.block_on(move || Interrupt::new(move |v| tx.send(v).unwrap()).unwrap());
     let fd = irq.as_raw_fd().unwrap();
@@ -109,7 +108,7 @@ fn readable(fd: i32) -> bool {
 
 #[test]
 fn a_bound_posix_signal_signals_the_interrupt() {
-    let rt = rt();
+    let rt = rt(1);
     let (tx, rx) = mpsc::channel();
     let irq = rt.block_on(move || Interrupt::new(move |v| tx.send(v).unwrap()).unwrap());
     irq.bind_signal(libc::SIGUSR2).unwrap();
@@ -147,7 +146,7 @@ fn signalling_from_a_signal_handler_is_safe() {
             irq.signal(77);
         }
     }
-    let rt = rt();
+    let rt = rt(1);
     let (tx, rx) = mpsc::channel();
     let irq = rt.block_on(move || Interrupt::new(move |v| tx.send(v).unwrap()).unwrap());
     assert!(TARGET.set(irq).is_ok());
@@ -168,7 +167,7 @@ fn creating_an_interrupt_outside_a_runtime_fails() {
 
 #[test]
 fn an_interrupt_outliving_its_runtime_is_harmless() {
-    let rt = rt();
+    let rt = rt(1);
     let irq = rt.block_on(|| Interrupt::new(|_| ()).unwrap());
     drop(rt);
     // The worker is gone: signalling stores the value and touches nothing that went with it.

@@ -3,17 +3,15 @@
 //! files, bad fds, timerfd, and many waiters at once. Counts and behaviour, no time bounds
 //! beyond lower ones.
 
-use sigcoro::Runtime;
+mod common;
+
+use common::rt;
 use sigcoro::io::{close, wait_readable, wait_readable_timeout, wait_writable};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn rt(workers: usize) -> Runtime {
-    Runtime::builder().workers(workers).build().expect("runtime")
-}
 
 /// A non-blocking pipe.
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -3,9 +3,11 @@
 //! that a coroutine started that way is settled like any other when it yields, parks, sleeps,
 //! panics, is cancelled or is preempted. Everything asserts behaviour and counts, never time.
 
-use sigcoro::Runtime;
+mod common;
+
+use common::{rt_with, spin_until, with_timeout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type Log = Arc<Mutex<Vec<&'static str>>>;
@@ -16,17 +18,9 @@ fn logger(log: &Log, line: &'static str) -> impl FnOnce() + Send + 'static {
 }
 
 /// Runs `f` on a fresh one-worker runtime in another thread, failing (instead of hanging) if it
-/// has not finished after a minute.
+/// has not finished after a minute (a joiner that never woke up).
 fn on_one_worker(preempt: Option<Duration>, f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = Runtime::builder().workers(1).preempt(preempt).build().unwrap();
-        rt.block_on(f);
-        done.send(()).unwrap();
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the runtime finished its work (a joiner never woke up?)");
+    with_timeout(Duration::from_secs(60), move || rt_with(1, preempt).block_on(f));
 }
 
 #[test]
@@ -172,10 +166,7 @@ fn a_spinner_started_by_its_joiner_is_preempted_and_others_go_on() {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let spinner = sigcoro::spawn(move || {
-            let mut spins = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                spins = std::hint::black_box(spins + 1);
-            }
+            spin_until(&s);
             sigcoro::current().preemptions()
         });
         // Queued behind the spinner: it runs only if the spinner, started in place by the join

@@ -3,7 +3,9 @@
 //! reader, sockets moving between runtimes, UDP and Unix sockets. Only 127.0.0.1 is contacted.
 //! Everything asserts behaviour and counts; the few durations are lower bounds.
 
-use sigcoro::Runtime;
+mod common;
+
+use common::rt;
 use sigcoro::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -11,10 +13,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn rt(workers: usize) -> Runtime {
-    Runtime::builder().workers(workers).build().expect("runtime")
-}
 
 /// Serves echo on `listener` until `conns` connections have come and gone; returns the bytes
 /// echoed.

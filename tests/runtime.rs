@@ -3,15 +3,14 @@
 //! primitives. Everything asserts behaviour and counts, never wall-clock bounds.
 
 use sigcoro::sync::{Mutex, channel};
+mod common;
+
+use common::{rt, rt_no_preempt};
 use sigcoro::{Runtime, coroutine_local};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
-
-fn rt(workers: usize) -> Runtime {
-    Runtime::builder().workers(workers).build().expect("runtime")
-}
 
 type Log = Arc<StdMutex<Vec<String>>>;
 type Handles = Arc<StdMutex<Vec<Option<sigcoro::JoinHandle<u32>>>>>;
@@ -55,7 +54,7 @@ fn libcoro_example_interleaves_fifo() {
     let log: Log = Arc::default();
     let l = log.clone();
     // A deterministic interleaving: no preemption.
-    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    let rt = rt_no_preempt(1);
     rt.block_on(move || {
         say(&l, "Start main".into());
         let coros: Vec<_> = (0..3u32)
@@ -238,7 +237,7 @@ fn sleepers_wake_in_deadline_order() {
     let order = Arc::new(StdMutex::new(Vec::with_capacity(N as usize)));
     let o = order.clone();
     // Timer order, not preemption, is under test: a preempted sleeper would record late.
-    let rt = Runtime::builder().workers(1).preempt(None).build().unwrap();
+    let rt = rt_no_preempt(1);
     rt.block_on(move || {
         // Far enough ahead that every sleeper has armed its timer before the first is due.
         let base = Instant::now() + Duration::from_secs(3);
@@ -513,7 +512,7 @@ fn select_waits_on_coroutines() {
 /// every worker, not only the spawner's.
 #[test]
 fn spawned_coroutines_spread_to_an_idle_worker() {
-    let rt = Runtime::builder().workers(2).preempt(None).build().unwrap();
+    let rt = rt_no_preempt(2);
     let spread = rt.block_on(|| {
         // The other worker has nothing to do: it goes idle. Retry a bounded number of times
         // in case this machine is slow to get it there.
@@ -544,7 +543,7 @@ fn spawns_racing_a_shutdown_lose_no_closure() {
     for _ in 0..20 {
         let made = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
-        let rt = Runtime::builder().workers(2).build().unwrap();
+        let rt = rt(2);
         let (m, d) = (made.clone(), dropped.clone());
         drop(rt.spawn(move || {
             loop {

@@ -6,17 +6,15 @@
 //! No thread's signal mask is changed by sigcoro (only its dispatcher thread blocks
 //! everything), so these run in the test process; each test uses signals of its own.
 
-use sigcoro::Runtime;
+mod common;
+
+use common::{child_command, is_child, rt};
 use sigcoro::signal::{SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, Signals};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn rt(workers: usize) -> Runtime {
-    Runtime::builder().workers(workers).build().expect("runtime")
-}
 
 fn gettid() -> i32 {
     // SAFETY: a plain syscall.
@@ -196,15 +194,13 @@ fn the_previous_disposition_comes_back() {
     assert_eq!(current(SIGWINCH), before);
 }
 
-const CHILD_ENV: &str = "SIGCORO_SIGNAL_TEST_CHILD";
-
 /// ctrl_c in a child process: the child holds a Signals for SIGINT (so an early SIGINT does
 /// not kill it), says it is ready, and waits in ctrl_c; the parent sends SIGINT until the
 /// child reports it and exits (bounded).
 #[test]
 fn ctrl_c_returns_on_sigint() {
     const TEST: &str = "ctrl_c_returns_on_sigint";
-    if std::env::var(CHILD_ENV).as_deref() == Ok(TEST) {
+    if is_child(TEST) {
         let guard = Signals::new(&[SIGINT]).unwrap();
         rt(1).block_on(|| {
             println!("ready");
@@ -214,12 +210,7 @@ fn ctrl_c_returns_on_sigint() {
         drop(guard);
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, TEST)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = child_command(TEST).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("ready"));
     assert!(ready, "the child never got ready");

@@ -1,6 +1,9 @@
 //! Tests of `sigcoro::sync` with plain OS threads (no runtime): the primitives park threads
 //! the same way they park coroutines.
 
+mod common;
+
+use common::no_hang;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,20 +15,6 @@ use sigcoro::sync::channel::{
     self, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use sigcoro::sync::{Barrier, Condvar, Mutex, RwLock, Select, Semaphore, WaitGroup, oneshot};
-
-/// Runs `f` on a thread and fails (instead of hanging) if it takes longer than 30 s.
-fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = thread::spawn(move || {
-        let r = f();
-        let _ = tx.send(());
-        r
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => h.join().unwrap(),
-        Err(_) => panic!("test hung (deadlock?)"),
-    }
-}
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -123,7 +123,9 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         .last_pc_seq
         .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     // The tests' controls switch anywhere; everything else must pass the walk.
-    if !anywhere && !unsafe { vouched(task, regs, region) } {
+    // SAFETY: `regs` are the interrupted registers of this task's coroutine, on this thread.
+    let vouched = anywhere || unsafe { vouched(task, regs, region) };
+    if !vouched {
         if region.saturating_sub(regs.sp) > LONG_WALK {
             watch.deep_refusal.store(true, Ordering::Relaxed);
         }
@@ -164,8 +166,6 @@ unsafe fn vouched(task: &Task, regs: Regs, region_cfa: usize) -> bool {
         return false;
     }
     // SAFETY: the registers are the coroutine's, and [lo, hi) is its stack.
-    matches!(
-        unsafe { super::unwind::walk(map, regs, lo, hi, region_cfa) },
-        Verdict::Vouched
-    )
+    let verdict = unsafe { super::unwind::walk(map, regs, lo, hi, region_cfa) };
+    matches!(verdict, Verdict::Vouched)
 }

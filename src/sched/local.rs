@@ -13,6 +13,14 @@ pub struct CoroutineLocal<T: 'static> {
     init: fn() -> T,
 }
 
+impl<T: 'static> std::fmt::Debug for CoroutineLocal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoroutineLocal")
+            .field("type", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The values of one task, by key address. Boxed, so references stay put while others are
 /// added.
 pub(crate) type Locals = Vec<(usize, Box<dyn Any>)>;

@@ -3,6 +3,7 @@
 use super::api::{Builder, JoinHandle};
 use super::park;
 use super::worker;
+use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,6 +112,22 @@ pub struct ScopedJoinHandle<'scope, T> {
     handle: JoinHandle<()>,
     slot: Arc<Mutex<Option<T>>>,
     scope_seen: &'scope AtomicUsize,
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("running", &self.data.running.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for ScopedJoinHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedJoinHandle")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'scope, 'env> Scope<'scope, 'env> {

@@ -1,3 +1,19 @@
-//! Helpers shared by several integration-test binaries; each binary uses only some of them.
+//! Helpers shared by the integration tests: runtime builders, guards that turn a hang into a
+//! failure, and spin loops without safe points.
+//!
+//! Each test binary compiles this module on its own and uses only part of it, hence the
+//! `dead_code` and `unused_imports` allowances. Add a file per concern and one `pub mod` line
+//! here.
 
+#![allow(dead_code, unused_imports)]
+
+pub mod child;
+pub mod hang;
+pub mod runtime;
 pub mod sound;
+pub mod spin;
+
+pub use child::{child_command, is_child};
+pub use hang::{no_hang, watchdog, with_timeout};
+pub use runtime::{rt, rt_no_preempt, rt_preempt, rt_with};
+pub use spin::{spin, spin_until};
