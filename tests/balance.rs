@@ -37,6 +37,13 @@ impl Drop for Watchdog {
     }
 }
 
+/// The tests here count which worker ran what: each runs alone, so that another test's
+/// spinning workers do not take the CPU a worker needs to take its share in time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_owned()
 }
@@ -56,6 +63,7 @@ fn step(x: u64) -> u64 {
 /// they start: each worker runs 4.
 #[test]
 fn eight_hogs_spawned_from_one_coroutine_run_four_per_worker() {
+    let _one_at_a_time = serial();
     let _dog = Watchdog::new(120, "eight_hogs_spawned_from_one_coroutine_run_four_per_worker");
     for round in 0..3 {
         let rt = Runtime::builder()
@@ -115,6 +123,7 @@ fn eight_hogs_spawned_from_one_coroutine_run_four_per_worker() {
 /// other worker takes when that one ends.
 #[test]
 fn unstarted_coroutines_behind_a_hog_run_on_the_other_worker() {
+    let _one_at_a_time = serial();
     let _dog = Watchdog::new(60, "unstarted_coroutines_behind_a_hog_run_on_the_other_worker");
     let rt = Runtime::builder()
         .workers(2)
@@ -179,6 +188,7 @@ fn unstarted_coroutines_behind_a_hog_run_on_the_other_worker() {
 /// exactly once, none is stranded in a queue.
 #[test]
 fn stolen_coroutines_racing_a_shutdown_lose_no_closure() {
+    let _one_at_a_time = serial();
     let _dog = Watchdog::new(120, "stolen_coroutines_racing_a_shutdown_lose_no_closure");
     for round in 0..20 {
         // Outer closures, and the inner ones they spawn: made, and dropped (run or not).
