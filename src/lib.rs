@@ -39,7 +39,7 @@
 //! | 1 | `overflow` | the SIGSEGV/SIGBUS handler that reports a coroutine's stack overflow and passes every other fault on |
 //! | 2 | [`coroutine`] | asymmetric coroutines on pooled stacks, usable without a scheduler: [`coroutine::Coroutine`], [`coroutine::Yielder`] |
 //! | 3 | `sched` | green threads: workers' run queues, tasks, [`spawn`] and [`JoinHandle`], parking, sleeping and timers, [`scope`], [`coroutine_local!`] |
-//! | 4 | [`preempt`] | preemption: the timer thread, the interrupt flag, safe points ([`checkpoint`]), [`no_preempt`] regions, the preemption signal handler and worker alarms |
+//! | 4 | [`preempt`] | preemption: the timer thread, the interrupt flag, safe points ([`checkpoint`]), [`no_preempt`] regions, hog reports, and the opt-in asynchronous regions ([`preemptible`]: the signal handler, the `.eh_frame` walk, worker alarms) |
 //! | 5 | [`io`] | each worker's epoll reactor, and waits on raw descriptors ([`io::wait_readable`], [`io::close`]) |
 //! | 6 | [`interrupt`] | [`Interrupt`]: notifications from any thread or signal handler, run at the owning worker's next safe point |
 //! | 6 | [`sync`] | channels, [`select!`], and locks and the like that park coroutines, not threads |
@@ -53,8 +53,9 @@
 //!
 //! - A real-time signal, [`boot_signal`] (`SIGRTMAX() - 1` unless [`set_boot_signal`] picks
 //!   another), sent by a thread to itself while it boots a new stack.
-//! - `SIGRTMAX() - 2`, sent to a worker thread to switch out a coroutine that ignored the
-//!   interrupt flag past its slice (see [`preempt`]).
+//! - `SIGRTMAX() - 2`, blocked in every worker's mask except inside [`preemptible`] regions,
+//!   and sent to a worker only while it runs one, to switch out a coroutine that ignored the
+//!   interrupt flag past its slice (see [`preempt`]). The default mode sends no signal.
 //! - Handlers for SIGSEGV and SIGBUS that report coroutine stack overflows and pass every other
 //!   fault to the handler installed before them.
 //! - MXCSR and the x87 control word are not saved by a switch: code that changes them must

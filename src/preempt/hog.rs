@@ -3,7 +3,7 @@
 //! In the default (safe-point) mode nothing can take a worker back from a coroutine that never
 //! reaches a safe point: the flag the timer thread raises waits for it. Such a coroutine is a
 //! *hog*, and the runtime says so instead of degrading silently: once a coroutine has run
-//! [`HOG_SLICES`] slices without taking its flag (four times as many inside a
+//! two slices without taking its flag (four times as many inside a
 //! [`preemptible`](super::preemptible) region, whose signal usually takes it back first), the
 //! timer thread files a [`HogReport`]
 //! ([`Runtime::hogs`](crate::Runtime::hogs)), counts it in the runtime's and (when the hog
@@ -12,8 +12,8 @@
 //! on stderr.
 //!
 //! The timer thread cannot look into the running task (it may end and be freed at any moment),
-//! so each worker copies who it runs into its [`Ident`] at every switch in: the id, the entry
-//! closure's type name and up to [`NAME_BYTES`] bytes of the name. Plain stores, no pointer into
+//! so each worker copies who it runs into its `Ident` at every switch in: the id, the entry
+//! closure's type name and up to 48 bytes of the name. Plain stores, no pointer into
 //! the task; the reader checks that the id did not change while it read.
 
 use std::collections::VecDeque;
@@ -30,7 +30,7 @@ pub(crate) const NAME_BYTES: usize = 48;
 /// How many reports a runtime keeps (the oldest go first).
 const KEPT: usize = 64;
 
-/// A coroutine that held its worker for [`HOG_SLICES`] slices or more without reaching a safe
+/// A coroutine that held its worker for two slices or more without reaching a safe
 /// point, so that the coroutines queued behind it on that worker could not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HogReport {

@@ -24,9 +24,9 @@
 //! coroutine that ignores its flag for a grace period (half a slice) more is sent the
 //! preemption signal, and the handler switches it out at the interrupted instruction if that
 //! instruction and every caller up to the region are Rust code of the executable outside std,
-//! core, alloc and the global allocator (see [`codemap`] and [`unwind`]). Outside regions the
+//! core, alloc and the global allocator (the modules `codemap` and `unwind`). Outside regions the
 //! signal is blocked in the workers' masks. A coroutine preempted once has its next slices
-//! ended by its worker's own kernel timer ([`alarm`]).
+//! ended by its worker's own kernel timer (the module `alarm`).
 //!
 //! # What user code must still guard
 //!

@@ -4,22 +4,26 @@
 //! # What it does to a worker
 //!
 //! A coroutine that has run a whole slice gets its worker's interrupt flag raised (an atomic
-//! OR, no system call): the next safe point switches it out. If it still runs the same slice a
-//! grace period (half a slice) later, and the worker thread was on a CPU for at least an eighth
-//! of that grace period (it is computing, not blocked in a system call that a signal would cut
-//! short with EINTR), the thread gets the preemption signal; if the handler had to defer, it is
-//! signalled again a grace period later. A CPU-bound coroutine thus runs about a slice and a
-//! half.
+//! OR, no system call): the next safe point switches it out. That is all it does in the default
+//! mode. A worker running a coroutine inside a [`preemptible`](super::preemptible) region
+//! (`watch.running == IN_REGION`) also gets the preemption signal if the flag is still up a
+//! grace period (half a slice) later and the thread was on a CPU for at least an eighth of that
+//! time; if the handler had to defer, it is signalled again a grace period later (longer after
+//! refusals with deep stacks), and never while a signal it sent is still untaken. Such a
+//! CPU-bound coroutine thus runs about a slice and a half.
 //!
 //! From then on the worker's own alarm (see [`super::alarm`]) ends that coroutine's slices:
 //! the timer thread only checks, a few slices after the alarm, that the slice did end, and
 //! takes over (flag, grace, signal) if it did not.
 //!
 //! A worker still running a coroutine when one of its timers is due is interrupted at once
-//! (flag and signal; its alarm does this itself when it covers the timer), so a sleeper does
-//! not wait for a CPU-bound neighbour's slice. The interrupted coroutine goes on right after the
-//! coroutines the timer woke, within its slice; if more than half of its slice has gone, its
-//! slice ends there instead.
+//! (the flag, and in a region the signal; its alarm does this itself when it covers the timer),
+//! so a sleeper does not wait for a neighbour's slice. The interrupted coroutine goes on right
+//! after the coroutines the timer woke, within its slice; if more than half of its slice has
+//! gone, its slice ends there instead.
+//!
+//! A slice that goes two slices without reaching a safe point is a hog: see
+//! [`super::hog`].
 //!
 //! # When it wakes
 //!
@@ -376,8 +380,8 @@ fn thread_cpu_ns(w: &PreemptWatch) -> u64 {
 
 /// Whether a worker ran on a CPU for at least an eighth of `wall`: it is computing (perhaps
 /// sharing its CPU with other threads), not asleep in a system call, where a signal could make
-/// the call fail with EINTR. (A thread can still enter a call just as the signal comes;
-/// `SA_RESTART` covers the calls that restart, see the README.)
+/// the call fail with EINTR. (Only coroutines inside `preemptible` regions are signalled, and
+/// their contract excludes such calls.)
 fn burning_cpu(wall: u64, cpu_ns: u64) -> bool {
     cpu_ns * 8 >= wall
 }

@@ -228,7 +228,7 @@ impl<T: 'static> JoinHandle<T> {
     ///
     /// A coroutine that joins one which has not started yet and waits at either end of its own
     /// worker's run queue runs it at once, in its own place, instead of parking until the
-    /// worker gets to it (see the README, "Scheduling"). A join is a safe point. A coroutine
+    /// worker gets to it (see ARCHITECTURE.md, "Scheduling"). A join is a safe point. A coroutine
     /// cancelled before or while it waits in `join` unwinds there; one that finds the joined
     /// coroutine ended, or runs it to its end in place, gets its outcome.
     pub fn join(self) -> Result<T, JoinError> {
