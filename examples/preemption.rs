@@ -15,6 +15,10 @@
 //! On a noisy machine one on/off pair says little about throughput: `--pairs N` runs N pairs,
 //! alternating which of on and off goes first, and prints the median of each figure.
 //!
+//! `--hog-report` measures how soon the default mode names a call-free spinner as a hog: 20
+//! times, a spinner that never reaches a safe point starts on a one-worker runtime, and this
+//! thread polls `Runtime::hogs()` until it appears; prints the delay in slices.
+//!
 //! `--floor` measures what the machine itself charges for the interrupts preemption needs, with
 //! no runtime at all: plain threads (one per worker) spin in the same loop, with and without a
 //! kernel timer that signals each of them (an empty handler) every slice and a half, the rate
@@ -33,6 +37,7 @@ struct Args {
     secs: f64,
     pairs: usize,
     floor: bool,
+    hog_report: bool,
 }
 
 /// How the hogs let preemption in.
@@ -53,11 +58,16 @@ fn parse_args() -> Args {
         secs: 2.0,
         pairs: 1,
         floor: false,
+        hog_report: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         if flag == "--floor" {
             a.floor = true;
+            continue;
+        }
+        if flag == "--hog-report" {
+            a.hog_report = true;
             continue;
         }
         let value = argv.next().unwrap_or_default();
@@ -327,6 +337,51 @@ fn floor(args: &Args) {
     println!("  median {:.3}", median(ratios));
 }
 
+/// `--hog-report`: how many slices after a call-free spinner starts its hog report appears.
+fn hog_report(args: &Args) {
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let rt = sigcoro::Runtime::builder()
+            .workers(1)
+            .preempt(Some(args.slice))
+            .build()
+            .expect("runtime");
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicU64::new(0));
+        let (s, st) = (stop.clone(), started.clone());
+        let spinner = rt.spawn(move || {
+            st.store(sigcoro_nanos(), Ordering::Release);
+            let mut x = 1u64;
+            while !s.load(Ordering::Relaxed) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rt.hogs().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let seen = sigcoro_nanos();
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        let from = started.load(Ordering::Acquire);
+        delays.push((seen - from) as f64 / args.slice.as_nanos() as f64);
+    }
+    delays.sort_by(f64::total_cmp);
+    println!(
+        "\nhog report of a call-free spinner, default mode, {:?} slice, 20 runs: median {:.2} slices after it started, max {:.2} (the timer thread files it after 2)",
+        args.slice,
+        median(delays.clone()),
+        delays[delays.len() - 1]
+    );
+}
+
+/// Nanoseconds on a monotonic clock shared by all threads.
+fn sigcoro_nanos() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
 /// Total blocks of work `args.workers` plain threads do in `args.secs`, each signalled by its
 /// own kernel timer every `period` if given.
 fn spin_threads(args: &Args, period: Option<Duration>) -> u64 {
@@ -393,6 +448,10 @@ fn main() {
     );
     if args.floor {
         floor(&args);
+        return;
+    }
+    if args.hog_report {
+        hog_report(&args);
         return;
     }
     if args.pairs > 1 {

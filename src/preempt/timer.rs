@@ -30,10 +30,21 @@
 //! At the earliest of: a slice's end, a grace period's end, a running worker's timer, and one
 //! look per slice and a half at each running worker whose slice no alarm covers. It knows when
 //! a slice began if the worker stamped it (a worker stamps the slice that follows a preemption,
-//! which is where CPU-bound coroutines live); otherwise it counts the slice from when it first
-//! saw it, so a slice may run up to one more slice and a half before it is flagged. Events due
-//! within a sixteenth of a slice are handled together (timers excepted: those are handled once
-//! due). With no coroutine running anywhere it looks less and less often, down to every 10 ms.
+//! which is where CPU-bound coroutines live, and its first slice after an idle spell);
+//! otherwise it counts the slice from when it first
+//! saw it, so a slice may run up to one more slice and a half before it is flagged.
+//!
+//! Wake-ups are shared where they can be, because on a virtual machine each one costs tens of
+//! microseconds of a core the workers want: a slice that has run half its length is flagged
+//! when the thread is awake anyway, so the slices of busy workers line up and end together; a
+//! slice end waits for a timer due within half a slice after it; other events due within a
+//! sixteenth of a slice are handled together. Timers are never handled before they are due.
+//! A slice thus runs between half and one and a half of its length, and about its length on
+//! average. After it raised the flag (the default mode) the thread next looks a slice later,
+//! not a grace period, since no signal can follow.
+//!
+//! With every worker idle it looks less and less often, down to every 10 ms, and a worker that
+//! gets work wakes it from such a nap (see [`Bell`]).
 
 use super::handler::preempt_signal;
 use super::hog::{HOG_SLICES, HogReport};
@@ -42,7 +53,7 @@ use super::{DEADLINE, PREEMPT};
 use crate::sched::worker::Shared;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Nanoseconds from a process-wide origin to `t` (at least 1, so 0 can mean "none").
@@ -107,12 +118,53 @@ struct Look<'a> {
     grace: u64,
     /// How early an event may be handled when the thread is awake anyway.
     tolerance: u64,
+    /// How early a slice may be flagged when the thread is awake anyway: up to half a slice,
+    /// so that the slices of busy workers line up and one wake-up serves them all.
+    align: u64,
     /// The longest a running worker goes without a look.
     look: u64,
 }
 
+/// How a worker that leaves its idle loop wakes the timer thread from a nap longer than a
+/// slice, so that a coroutine that starts hogging right after a quiet spell is seen within its
+/// slices, not up to [`IDLE_LOOK`] later.
+///
+/// A Dekker handshake, both sides SeqCst: the worker lowers its `idle` flag, then reads
+/// `napping`; the timer thread raises `napping`, then reads every worker's `idle` flag. At
+/// least one of them sees the other's store, so either the worker rings or the timer thread
+/// does not nap. A ring costs a load while the timer thread is awake, and a futex wake-up
+/// otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    napping: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl Bell {
+    /// Called by a worker right after it lowered its `idle` flag.
+    pub(crate) fn ring(&self) {
+        if self.napping.load(Ordering::SeqCst)
+            && self.napping.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+
+    /// Whether the timer thread may nap (every worker idle); if so `napping` stays raised.
+    fn may_nap(&self, rt: &Shared) -> bool {
+        self.napping.store(true, Ordering::SeqCst);
+        if rt.workers.iter().all(|w| w.is_idle()) {
+            return true;
+        }
+        self.napping.store(false, Ordering::SeqCst);
+        false
+    }
+}
+
 /// Runs until the runtime shuts down.
 pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
+    let _ = rt.timer_bell.thread.set(std::thread::current());
     // Wake on time rather than up to 50 us late (timer slack), and ask for a higher scheduling
     // weight (nice -10) so that on a machine whose cores the workers keep busy the kernel runs
     // this thread as soon as it wakes; without the privilege the call fails and nothing changes.
@@ -139,18 +191,20 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
             slice,
             grace: grace(slice),
             tolerance: slice / 16,
+            align: slice / 2,
             look: slice + grace(slice),
         };
-        let mut wake = u64::MAX;
+        let mut next = Next::NONE;
         for (w, watch) in rt.workers.iter().zip(watch.iter_mut()) {
-            if let Some(at) = look.worker(&w.preempt, watch) {
-                wake = wake.min(at);
-            }
+            next = next.min(look.worker(&w.preempt, watch));
         }
+        let wake = next.wake(slice);
         let now = nanos(Instant::now());
-        let pause = if wake == u64::MAX {
+        let pause = if wake == u64::MAX && rt.timer_bell.may_nap(&rt) {
             idle_period = (idle_period * 2).min(IDLE_LOOK);
             idle_period
+        } else if wake == u64::MAX {
+            slice
         } else {
             idle_period = slice;
             wake.saturating_sub(now)
@@ -159,18 +213,58 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
             // Parked, not asleep: shutdown unparks it, whatever the slice.
             std::thread::park_timeout(Duration::from_nanos(pause));
         }
+        rt.timer_bell.napping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// When the timer thread next needs to look, in two kinds.
+#[derive(Clone, Copy)]
+struct Next {
+    /// Slice ends, grace periods and periodic looks: these may be handled a little early or
+    /// late.
+    flex: u64,
+    /// Timers: never handled before they are due (the worker would find nothing to wake).
+    timer: u64,
+}
+
+impl Next {
+    const NONE: Next = Next {
+        flex: u64::MAX,
+        timer: u64::MAX,
+    };
+
+    fn flex(at: u64) -> Next {
+        Next { flex: at, ..Next::NONE }
+    }
+
+    fn min(self, other: Next) -> Next {
+        Next {
+            flex: self.flex.min(other.flex),
+            timer: self.timer.min(other.timer),
+        }
+    }
+
+    /// When to wake (`u64::MAX`: nothing runs). A slice end that comes shortly before a timer
+    /// waits for the timer, so that one wake-up serves both: with a sleeper beside CPU-bound
+    /// coroutines the thread then wakes once per slice, not twice.
+    fn wake(self, slice: u64) -> u64 {
+        if self.timer >= self.flex && self.timer - self.flex <= slice / 2 {
+            self.timer
+        } else {
+            self.flex.min(self.timer)
+        }
     }
 }
 
 impl Look<'_> {
     /// Looks at one worker: interrupts it if something is due, and says when it next needs a
-    /// look (`None`: it runs nothing).
-    fn worker(&self, w: &PreemptWatch, watch: &mut Watch) -> Option<u64> {
+    /// look ([`Next::NONE`]: it runs nothing).
+    fn worker(&self, w: &PreemptWatch, watch: &mut Watch) -> Next {
         let now = self.now;
         if w.running.load(Ordering::Relaxed) == IDLE {
             self.hog_over(watch);
             (watch.slice, watch.flagged_at, watch.signalled_at, watch.cpu_mark) = (None, None, None, None);
-            return None;
+            return Next::NONE;
         }
         let (seq, stamp) = w.slice();
         if watch.slice.map(|(s, _)| s) != Some(seq) {
@@ -180,7 +274,7 @@ impl Look<'_> {
         }
         let start = watch.slice.map_or(now, |(_, start)| start);
         self.hog_check(w, watch, seq, start);
-        let mut next = now + self.look;
+        let mut next = Next::flex(now + self.look);
 
         let alarm = w.alarm.load(Ordering::Relaxed);
         let deadline = w.deadline.load(Ordering::Relaxed);
@@ -197,9 +291,9 @@ impl Look<'_> {
                 if ends_slice {
                     (watch.flagged_at, watch.signalled_at) = (Some(now), Some(now));
                 }
-                return Some(next);
+                return next;
             }
-            next = next.min(deadline);
+            next.timer = deadline;
         }
 
         if w.alarm_seq.load(Ordering::Acquire) == seq && watch.flagged_at.is_none() {
@@ -207,32 +301,44 @@ impl Look<'_> {
             let check = alarm + ALARM_CHECK_SLICES * self.slice;
             if check > now {
                 // (No periodic look either; a timer the alarm does not cover still counts.)
-                return Some(check.min(deadline_wake(deadline, alarm, now).unwrap_or(u64::MAX)));
+                return Next {
+                    flex: check,
+                    timer: deadline_wake(deadline, alarm, now).unwrap_or(u64::MAX),
+                };
             }
             // Still the same slice long after: take over (the alarm's signal was deferred, or
             // the thread hardly ran and the alarm left it to us).
             self.flag(w, watch);
-            return Some(next.min(now + self.grace));
+            return next.min(Next::flex(now + self.grace));
         }
-        let due = match (watch.flagged_at, watch.signalled_at) {
-            (None, _) => start + self.slice,
-            (Some(flagged), None) => flagged + self.grace,
+        let (due, early) = match (watch.flagged_at, watch.signalled_at) {
+            (None, _) => (start + self.slice, self.align),
+            // The flag is up and no signal can follow (the coroutine is not in a region): the
+            // next safe point takes it, and the next look is for the hog report, if any.
+            (Some(_), _) if !self.may_signal(w) => {
+                let hog = start + HOG_SLICES * self.slice;
+                return if hog > now { next.min(Next::flex(hog)) } else { next };
+            }
+            (Some(flagged), None) => (flagged + self.grace, self.tolerance),
             // Signalled, and still the same slice: the handler deferred (the coroutine was in a
             // no-preempt section or in code that is not vouched). The flag stays up for the
             // next safe point; signal again a grace period later, a period that doubles with
             // every refusal after a long walk, so that a coroutine whose walks are long and keep
             // failing (deep recursion, say) is not kept busy in the handler.
-            (Some(_), Some(signalled)) => signalled + (self.grace << watch.tries.min(MAX_BACKOFF)),
+            (Some(_), Some(signalled)) => (signalled + (self.grace << watch.tries.min(MAX_BACKOFF)), self.tolerance),
         };
-        if due > now + self.tolerance {
-            return Some(next.min(due));
+        if due > now + early {
+            return next.min(Next::flex(due));
         }
         if watch.flagged_at.is_none() {
             self.flag(w, watch);
         } else {
             self.signal_if_busy(w, watch);
         }
-        Some(next.min(now + self.grace))
+        // A signal may follow after a grace period; otherwise the next slice is due about a
+        // slice from now (the coroutine switches out at its next safe point).
+        let after = if self.may_signal(w) { self.grace } else { self.slice };
+        next.min(Next::flex(now + after))
     }
 
     /// Raises the preemption flag for the running slice, and notes the worker thread's CPU
@@ -240,7 +346,15 @@ impl Look<'_> {
     fn flag(&self, w: &PreemptWatch, watch: &mut Watch) {
         self.interrupt(w, PREEMPT);
         watch.flagged_at = Some(self.now);
-        watch.cpu_mark = Some((self.now, thread_cpu_ns(w)));
+        // (A system call: only worth it where a signal may follow.)
+        watch.cpu_mark = self.may_signal(w).then(|| (self.now, thread_cpu_ns(w)));
+    }
+
+    /// Whether the worker's coroutine may be sent the preemption signal: it runs in a region
+    /// (or the runtime preempts anywhere), and signals work in this process.
+    fn may_signal(&self, w: &PreemptWatch) -> bool {
+        let in_region = w.running.load(Ordering::Relaxed) == IN_REGION || self.rt.preempt_anywhere;
+        in_region && self.rt.preempt_async()
     }
 
     /// Raises interrupt flags on a worker.
@@ -258,9 +372,11 @@ impl Look<'_> {
     /// system call that the signal would cut short. Records the try either way.
     fn signal_if_busy(&self, w: &PreemptWatch, watch: &mut Watch) {
         let (now, cpu) = (self.now, thread_cpu_ns(w));
+        // No mark yet (flagged outside a region, which it entered since): look again a grace
+        // period from now.
         let busy = watch
             .cpu_mark
-            .is_none_or(|(at, before)| burning_cpu(now - at, cpu.saturating_sub(before)));
+            .is_some_and(|(at, before)| burning_cpu(now - at, cpu.saturating_sub(before)));
         watch.cpu_mark = Some((now, cpu));
         if w.deep_refusal.swap(false, Ordering::Relaxed) {
             watch.tries += 1;
@@ -274,8 +390,7 @@ impl Look<'_> {
     /// Sends the preemption signal to a worker thread whose interrupt flags are up, if it runs
     /// a coroutine inside a region (never otherwise: that is the default mode's guarantee).
     fn signal(&self, w: &PreemptWatch) {
-        let in_region = w.running.load(Ordering::Relaxed) == IN_REGION || self.rt.preempt_anywhere;
-        if !in_region || !self.rt.preempt_async() {
+        if !self.may_signal(w) {
             return;
         }
         let flag = w.flag.load(Ordering::Acquire);

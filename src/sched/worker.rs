@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub hogs: crate::preempt::hog::HogLog,
     /// Tells the timer thread to stop (before the workers are).
     pub timer_stop: AtomicBool,
+    /// Wakes the timer thread from a long nap when a worker gets work.
+    pub timer_bell: crate::preempt::timer::Bell,
     /// Runtime-wide preemption counts.
     pub stats: crate::preempt::Counters,
 }
@@ -133,6 +135,7 @@ impl Shared {
             report_hogs: preempt.report_hogs,
             hogs: Default::default(),
             timer_stop: AtomicBool::new(false),
+            timer_bell: Default::default(),
             stats: crate::preempt::Counters::default(),
         })
     }
@@ -171,6 +174,11 @@ impl Shared {
 }
 
 impl WorkerShared {
+    /// Whether the worker has nothing to run (SeqCst: see `preempt::timer::Bell`).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::SeqCst)
+    }
+
     fn new() -> io::Result<WorkerShared> {
         // SAFETY: plain syscalls; the fds are owned at once.
         let (eventfd, epoll) = unsafe {
@@ -283,9 +291,10 @@ pub(crate) struct Local {
     /// the worker looks at its timers and remote queue once control is back in its loop (for
     /// nested joins in place, once the outermost joiner switches out).
     slice_over: Cell<bool>,
-    /// Whether the last switch out was a preemption: the next slice is stamped with its start
-    /// time for the timer thread.
-    after_preemption: Cell<bool>,
+    /// Whether the next slice is stamped with its start time for the timer thread: after a
+    /// preemption (CPU-bound coroutines live there), and first and after an idle spell (the timer
+    /// thread may have napped, and would count the slice from when it woke).
+    stamp_next_slice: Cell<bool>,
     /// When the running slice began, if it was stamped.
     slice_start: Cell<Option<u64>>,
     /// Live tasks that have suspended here at least once, by slot; the free slots.
@@ -425,7 +434,7 @@ impl Local {
             made_way: UnsafeCell::new(None),
             firing: Cell::new(false),
             slice_over: Cell::new(false),
-            after_preemption: Cell::new(false),
+            stamp_next_slice: Cell::new(true),
             slice_start: Cell::new(None),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),
@@ -589,7 +598,7 @@ impl Local {
         // stamped, and the worker's alarm covers its end (and our timers).
         let hog = task.preempted.get();
         if new_slice {
-            let stamped = watch.start_slice(self.after_preemption.replace(false) || hog);
+            let stamped = watch.start_slice(self.stamp_next_slice.replace(false) || hog);
             self.slice_start.set(stamped);
             if !hog && let Some(alarm) = &self.alarm {
                 alarm.release(watch);
@@ -667,7 +676,7 @@ impl Local {
         match action {
             Action::Yield => self.push_back(task),
             Action::Preempted { signal, front } => {
-                self.after_preemption.set(true);
+                self.stamp_next_slice.set(true);
                 if signal && self.rt.preempt_anywhere {
                     // The tests' controls run workers with the signal let in; a region's
                     // signal stays blocked between coroutines (see `preempt::region`).

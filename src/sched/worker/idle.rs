@@ -23,6 +23,9 @@ impl Local {
         }
         me.idle.store(false, Ordering::SeqCst);
         self.rt.idlers.fetch_sub(1, Ordering::SeqCst);
+        // (After `idle` went down: the timer thread's nap checks it, see `timer::Bell`.)
+        self.rt.timer_bell.ring();
+        self.stamp_next_slice.set(true);
     }
 
     /// Spins briefly, then sleeps, until work, an interrupt, I/O or a timer is due.
