@@ -37,6 +37,7 @@ pub struct RuntimeBuilder {
     preempt: Option<Duration>,
     report_hogs: bool,
     anywhere: bool,
+    place_by_live: bool,
 }
 
 /// The default preemption slice: 10 ms, as Go's. A coroutine that runs that long without
@@ -107,6 +108,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The tests' controls only: with `false`, an unstarted coroutine starts on the worker that
+    /// dequeues it even when another worker has fewer live coroutines (see
+    /// `sched/worker/steal.rs`, "Where a task starts").
+    #[doc(hidden)]
+    pub fn place_by_live_count_for_tests(mut self, on: bool) -> Self {
+        self.place_by_live = on;
+        self
+    }
+
     /// Starts the workers. Fails on zero or absurd worker counts, a bad stack size, or when
     /// the threads or their epoll/eventfd descriptors cannot be created.
     pub fn build(self) -> io::Result<Runtime> {
@@ -145,7 +155,9 @@ impl RuntimeBuilder {
             anywhere,
             report_hogs: self.report_hogs,
         };
-        let shared = Arc::new(Shared::new(workers, stack_size, config)?);
+        let mut shared = Shared::new(workers, stack_size, config)?;
+        shared.place_by_live = self.place_by_live;
+        let shared = Arc::new(shared);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
@@ -203,6 +215,7 @@ impl Runtime {
             preempt: Some(DEFAULT_PREEMPT_SLICE),
             report_hogs: false,
             anywhere: false,
+            place_by_live: true,
         }
     }
 

@@ -241,3 +241,171 @@ impl Drop for Count {
         self.0[self.1].fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Issue 13's scaling case for servers: an accept loop spawns a coroutine per connection, as
+/// every green-thread server does, on a 2-worker runtime. The connection coroutines have not
+/// started when they are queued behind the acceptor, so the idle worker takes its share: each
+/// worker serves at least a quarter of 16 connections whose requests cost some computation.
+#[test]
+fn connection_coroutines_of_an_accept_loop_spread_over_the_workers() {
+    use std::io::{Read, Write};
+    let _one_at_a_time = serial();
+    let _dog = Watchdog::new(60, "connection_coroutines_of_an_accept_loop_spread_over_the_workers");
+    const CONNECTIONS: usize = 16;
+    let rt = Runtime::builder()
+        .workers(2)
+        .preempt(Some(Duration::from_millis(1)))
+        .name("srv")
+        .build()
+        .unwrap();
+    let listener = rt.block_on(|| sigcoro::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let server = rt.spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (mut stream, _) = listener.accept().unwrap();
+            conns.push(sigcoro::spawn(move || {
+                let mut buf = [0u8; 8];
+                stream.read_exact(&mut buf).unwrap();
+                // A request that costs a few milliseconds of computation, with safe points.
+                let mut x = u64::from_le_bytes(buf);
+                for _ in 0..2000 {
+                    x = step(x);
+                    sigcoro::checkpoint();
+                }
+                stream.write_all(&x.to_le_bytes()).unwrap();
+                thread_name()
+            }));
+        }
+        conns.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
+    });
+    let clients: Vec<_> = (0..CONNECTIONS as u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(&i.to_le_bytes()).unwrap();
+                let mut reply = [0u8; 8];
+                s.read_exact(&mut reply).unwrap();
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let names = server.join().unwrap();
+    let mut per_worker: HashMap<&str, usize> = HashMap::new();
+    for n in &names {
+        *per_worker.entry(n).or_default() += 1;
+    }
+    for w in ["srv-0", "srv-1"] {
+        let served = per_worker.get(w).copied().unwrap_or(0);
+        assert!(
+            served >= CONNECTIONS / 4,
+            "{w} served {served} of {CONNECTIONS} connections: {per_worker:?}"
+        );
+    }
+}
+
+/// Long-lived connections that arrive one at a time, as keep-alive clients do: each client
+/// connects only after the previous one got its first reply, and stays connected until all
+/// are, then keeps sending requests that cost computation. A connection coroutine never
+/// changes thread once started, so where each one starts decides the balance for good: each
+/// worker serves at least a quarter of them.
+#[test]
+fn long_lived_connections_arriving_one_at_a_time_spread_over_the_workers() {
+    let _one_at_a_time = serial();
+    let _dog = Watchdog::new(
+        60,
+        "long_lived_connections_arriving_one_at_a_time_spread_over_the_workers",
+    );
+    let per_worker = keep_alive_connections(true);
+    for w in ["ka-0", "ka-1"] {
+        let served = per_worker.get(w).copied().unwrap_or(0);
+        assert!(served >= 2, "{w} served {served} of 8 connections: {per_worker:?}");
+    }
+}
+
+/// The control: with placement by live count switched off, the same program starts every
+/// connection on the acceptor's worker (or nearly: the first may go to the idle one).
+#[test]
+fn control_without_placement_keep_alive_connections_pile_up_on_one_worker() {
+    let _one_at_a_time = serial();
+    let _dog = Watchdog::new(
+        60,
+        "control_without_placement_keep_alive_connections_pile_up_on_one_worker",
+    );
+    let per_worker = keep_alive_connections(false);
+    let most = per_worker.values().copied().max().unwrap_or(0);
+    assert!(most >= 7, "without placement: {per_worker:?}");
+}
+
+/// Runs the keep-alive program (8 connections, 20 requests each); how many connections each
+/// worker served.
+fn keep_alive_connections(place_by_live: bool) -> HashMap<String, usize> {
+    use std::io::{Read, Write};
+    const CONNECTIONS: usize = 8;
+    const REQUESTS: usize = 20;
+    let rt = Runtime::builder()
+        .workers(2)
+        .preempt(Some(Duration::from_millis(1)))
+        .name("ka")
+        .place_by_live_count_for_tests(place_by_live)
+        .build()
+        .unwrap();
+    let listener = rt.block_on(|| sigcoro::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let server = rt.spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (mut stream, _) = listener.accept().unwrap();
+            conns.push(sigcoro::spawn(move || {
+                let name = thread_name();
+                let mut buf = [0u8; 8];
+                while stream.read_exact(&mut buf).is_ok() {
+                    let mut x = u64::from_le_bytes(buf);
+                    for _ in 0..200 {
+                        x = step(x);
+                        sigcoro::checkpoint();
+                    }
+                    stream.write_all(&x.to_le_bytes()).unwrap();
+                }
+                assert_eq!(thread_name(), name, "a started coroutine changed thread");
+                name
+            }));
+        }
+        conns.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
+    });
+    let connected = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CONNECTIONS as u64)
+        .map(|i| {
+            // Connect after the previous client had its first reply.
+            while connected.load(Ordering::SeqCst) < i as usize {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let connected = connected.clone();
+            std::thread::spawn(move || {
+                let mut reply = [0u8; 8];
+                for r in 0..REQUESTS as u64 {
+                    s.write_all(&(i * 1000 + r).to_le_bytes()).unwrap();
+                    s.read_exact(&mut reply).unwrap();
+                    if r == 0 {
+                        // Stay connected until every client is: all connections live at once.
+                        connected.fetch_add(1, Ordering::SeqCst);
+                        while connected.load(Ordering::SeqCst) < CONNECTIONS {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut per_worker: HashMap<String, usize> = HashMap::new();
+    for n in server.join().unwrap() {
+        *per_worker.entry(n).or_default() += 1;
+    }
+    per_worker
+}

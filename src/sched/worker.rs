@@ -109,6 +109,9 @@ pub(crate) struct Shared {
     pub timer_bell: crate::preempt::timer::Bell,
     /// Runtime-wide preemption counts.
     pub stats: crate::preempt::Counters,
+    /// Whether unstarted tasks start on the worker with the fewest live ones (`steal.rs`);
+    /// off only in the tests' controls.
+    pub place_by_live: bool,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Shared {
             timer_stop: AtomicBool::new(false),
             timer_bell: Default::default(),
             stats: crate::preempt::Counters::default(),
+            place_by_live: true,
         })
     }
 
@@ -742,6 +746,10 @@ impl Local {
         });
         slots[slot] = Some(task.clone());
         task.slot.store(slot, Ordering::Relaxed);
+        self.me()
+            .published
+            .live
+            .store(slots.len() - free.len(), Ordering::Relaxed);
     }
 
     /// Takes an ended task out of the registry.
@@ -751,6 +759,10 @@ impl Local {
         let slot = task.slot.load(Ordering::Relaxed);
         slots[slot] = None;
         free.push(slot);
+        self.me()
+            .published
+            .live
+            .store(slots.len() - free.len(), Ordering::Relaxed);
     }
 
     fn take_remote(&self) {

@@ -49,6 +49,23 @@
 //! idle worker if there is one (one load of `Shared::idlers` when there is none), which then
 //! steals. A single spawned task stays with its spawner, which usually joins it in place.
 //!
+//! # Where a task starts
+//!
+//! The rules above balance runnable tasks. But a started task stays where it started for the
+//! rest of its life, however long it waits: a server's connection coroutines, started one at a
+//! time as clients arrive, would all live on the acceptor's worker, which takes every one while
+//! the other workers sleep (their runnable load is zero whenever they look). So the last step
+//! before a worker starts an unstarted task from its queue looks at the live started tasks
+//! (`Published::live`, the size of each worker's registry: queued, running, parked or asleep):
+//! if another worker, not running a hog, has no more runnable load than this one and fewer
+//! live tasks (each counting its unstarted ones), the task goes to that worker's stealable
+//! queue instead and wakes it. The runnable load comes first, so CPU-bound tasks keep the
+//! shares the steals gave them; among workers equally busy, tasks that mostly wait spread by
+//! number. Counting the target's unstarted tasks keeps a storm from going all one way before
+//! the target starts any.
+//! Tasks joined in place and those a thief runs at once skip the step: they start where the
+//! work already is.
+//!
 //! # Shutdown
 //!
 //! Each worker drains its own `fresh` in `Local::shut_down`, under its lock, after it saw the
@@ -92,6 +109,8 @@ pub(crate) struct Published {
     tick: AtomicU64,
     /// How many scheduling decisions it made (each publishes).
     decisions: AtomicU64,
+    /// Its live started tasks (those in its registry: queued, running, parked or asleep).
+    pub(super) live: AtomicUsize,
 }
 
 impl Fresh {
@@ -157,9 +176,10 @@ impl Shared {
     }
 }
 
-/// Queues a new task on worker `to` from a thread outside the runtime (two or more workers),
-/// unless the runtime is shutting down: then it comes back. The flag is read under the queue's
-/// lock, which the worker's last drain also holds after it saw the flag.
+/// Queues a new task on worker `to` from a thread outside the runtime, or from another worker
+/// that places it there (two or more workers), unless the runtime is shutting down: then it
+/// comes back. The flag is read under the queue's lock, which the worker's last drain also
+/// holds after it saw the flag.
 pub(super) fn push_from_outside(rt: &Shared, to: usize, task: Arc<Task>) -> Result<(), Arc<Task>> {
     let w = &rt.workers[to];
     let mut q = w.fresh.lock();
@@ -263,10 +283,37 @@ impl Local {
         if take_fresh && let Some(t) = q.pop_front() {
             self.held_back.set(None);
             fresh.len.store(q.len(), Ordering::SeqCst);
-            return Some(t);
+            drop(q);
+            return match self.place(t) {
+                Some(t) => Some(t),
+                None => self.pop_older(),
+            };
         }
         drop(q);
         self.queue().pop_front()
+    }
+
+    /// Where an unstarted task this worker is about to start goes for good: here, or to a
+    /// worker with fewer live started tasks (see the module docs). `None`: it went there.
+    fn place(&self, task: Arc<Task>) -> Option<Arc<Task>> {
+        let mine = self.me().published.live.load(Ordering::Relaxed);
+        if mine == 0 || !self.rt.place_by_live {
+            return Some(task);
+        }
+        // Runnable load first (what the steals balance), then live tasks: CPU-bound tasks
+        // spread by the former, tasks that mostly wait by the latter.
+        let load = self.load();
+        let lighter = self.rt.workers.iter().enumerate().find(|&(i, w)| {
+            // Its unstarted tasks count: those it was given may not have started yet.
+            let fresh = w.fresh.len();
+            i != self.index
+                && !hogging(w)
+                && w.published.started.load(Ordering::Relaxed) + fresh <= load
+                && w.published.live.load(Ordering::Relaxed) + fresh < mine
+        });
+        let Some((to, _)) = lighter else { return Some(task) };
+        // Under the target's lock and shutdown rule; a worker that stopped sends it back.
+        push_from_outside(&self.rt, to, task).err()
     }
 
     /// Whether to run a started task before the older unstarted one, to leave it to a lighter
