@@ -19,7 +19,7 @@
 //! An alarm that finds nothing to do (the coroutine yielded meanwhile) costs one signal.
 
 use super::watch::PreemptWatch;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A kernel timer that signals the worker thread that made it.
@@ -42,7 +42,13 @@ pub(crate) struct Alarm {
     timer_pending: AtomicBool,
     /// Whether the kernel timer may still go off (set, and not seen going off since).
     ticking: AtomicBool,
+    /// Quick retries after refused walks in the slice it last covered (see [`Alarm::retry_soon`]).
+    retries: AtomicU32,
 }
+
+/// The most quick retries after refused walks per slice; then the timer thread's slower
+/// re-signals (a grace period apart) take over.
+const MAX_RETRIES: u32 = 32;
 
 impl Alarm {
     /// An alarm for the calling thread, whose slices may use `budget` ns of CPU, or `None` if
@@ -65,6 +71,7 @@ impl Alarm {
                 budget,
                 timer_pending: AtomicBool::new(false),
                 ticking: AtomicBool::new(false),
+                retries: AtomicU32::new(0),
             })
         }
     }
@@ -82,6 +89,7 @@ impl Alarm {
         if slice_end.is_some() && self.slice.load(Ordering::Relaxed) != seq {
             self.slice.store(seq, Ordering::Relaxed);
             self.slice_cpu.store(thread_cpu_ns(), Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
         }
         self.slice_end.store(ends_slice, Ordering::Relaxed);
         self.timer_pending.store(timer.is_some(), Ordering::Relaxed);
@@ -137,6 +145,21 @@ impl Alarm {
     pub(crate) fn went_off(&self) {
         self.armed.store(0, Ordering::Relaxed);
         self.ticking.store(false, Ordering::Relaxed);
+    }
+
+    /// From the signal handler, after a refused walk (the coroutine was in code that is not
+    /// vouched, such as a std or core function that an unoptimised build does not inline): sets
+    /// the alarm to go off again soon, a sixteenth of a slice from now, so that the next try
+    /// likely finds the coroutine back in its own code, rather than a grace period later.
+    /// Only when the alarm is not set for something else, and at most [`MAX_RETRIES`] times a
+    /// slice. Async-signal-safe: atomics and `timer_settime`.
+    pub(crate) fn retry_soon(&self) {
+        if self.ticking.load(Ordering::Relaxed) || self.retries.load(Ordering::Relaxed) >= MAX_RETRIES {
+            return;
+        }
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        // The budget is a slice and a half.
+        self.set(self.budget / 24);
     }
 
     /// From the signal handler: sets the alarm again a grace period (a third of the budget)

@@ -128,6 +128,8 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     if !vouched {
         if region.saturating_sub(regs.sp) > LONG_WALK {
             watch.deep_refusal.store(true, Ordering::Relaxed);
+        } else {
+            local.retry_preemption_soon();
         }
         task.stats.deferred.fetch_add(1, Ordering::Relaxed);
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);

@@ -494,6 +494,14 @@ impl Local {
         true
     }
 
+    /// From the preemption handler, after a short refused walk: the worker's alarm tries again
+    /// soon (see `Alarm::retry_soon`).
+    pub(crate) fn retry_preemption_soon(&self) {
+        if let Some(alarm) = &self.alarm {
+            alarm.retry_soon();
+        }
+    }
+
     /// How many tasks wait in the run queue, besides the running one: a waiter that finds
     /// others besides its peer would wait a whole round of them if it spun. (A task in the
     /// `next` slot runs right after the current one, so it is left out.)
