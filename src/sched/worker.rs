@@ -12,9 +12,8 @@
 //! so that either the waker sees `sleeping` or the worker sees the queued task.
 
 use super::park::current_task;
-use super::task::{Action, PARKED, Task, UNSTARTED};
+use super::task::{Task, UNSTARTED};
 use super::timer::{TimerKind, Timers};
-use crate::coroutine::CoroutineResult;
 use crate::io::reactor::Reactor;
 use crate::preempt::watch::{IDLE, IN_REGION, RUNNING};
 use std::cell::{Cell, UnsafeCell};
@@ -27,6 +26,7 @@ use std::time::{Duration, Instant};
 
 mod idle;
 mod inline;
+mod settle;
 mod steal;
 
 pub(crate) use inline::run_if_unstarted_here;
@@ -656,121 +656,6 @@ impl Local {
         self.current.set(std::ptr::null());
         // A task that a joiner ran in its place may have used up the slice.
         self.settle(task, outcome) | self.slice_over.replace(false)
-    }
-
-    /// Puts a task that just switched out where its action says: back in a queue, parked,
-    /// asleep, or (ended) out of the registry and into the cache of kept records. Returns
-    /// whether it was preempted (a slice went by).
-    ///
-    /// A task joins the registry of live tasks the first time it suspends: until then it is
-    /// running, so shutdown (which runs between tasks) cannot miss it, and a task that runs to
-    /// its end in one go never touches the registry.
-    #[inline(always)]
-    fn settle(&self, task: Arc<Task>, outcome: CoroutineResult<Action, ()>) -> bool {
-        let registered = task.slot.load(Ordering::Relaxed) != usize::MAX;
-        let action = match outcome {
-            CoroutineResult::Yield(action) => action,
-            CoroutineResult::Return(()) => {
-                // SAFETY: we ran the task, so we are the worker that may touch its coroutine.
-                *unsafe { task.coroutine() } = None;
-                if registered {
-                    self.unregister(&task);
-                }
-                // A detached task's record is kept for a later spawn.
-                super::recycle::give_back(task);
-                return false;
-            }
-        };
-        task.preempted.set(matches!(action, Action::Preempted { .. }));
-        if !registered {
-            self.register(&task);
-        }
-        match action {
-            Action::Yield => self.push_back(task),
-            Action::Preempted { signal, front } => {
-                self.stamp_next_slice.set(true);
-                if signal && self.rt.preempt_anywhere {
-                    // The tests' controls run workers with the signal let in; a region's
-                    // signal stays blocked between coroutines (see `preempt::region`).
-                    crate::preempt::region::unblock();
-                }
-                if front {
-                    if let Some(earlier) = self.made_way().replace(task) {
-                        self.queue().push_front(earlier);
-                    }
-                } else {
-                    self.push_back(task);
-                }
-                return true;
-            }
-            Action::Park { timed } => {
-                if timed {
-                    let d = task.deadline.get().expect("a timed park has a deadline");
-                    let seq = task.wait_seq.load(Ordering::Relaxed);
-                    self.timers().push(d, seq, TimerKind::Park, task.clone());
-                    self.publish_deadline();
-                }
-                if task
-                    .park
-                    .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    self.push_back(task);
-                }
-            }
-            Action::Sleep => {
-                let deadline = task.deadline.get().expect("a sleep has a deadline");
-                let seq = task.wait_seq.load(Ordering::Relaxed);
-                task.sleeping.store(true, Ordering::Release);
-                self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
-                self.publish_deadline();
-                if task.cancelled.load(Ordering::Acquire) {
-                    task.interrupt_sleep();
-                }
-            }
-        }
-        false
-    }
-
-    /// Makes an unstarted task's coroutine and enters it, until it first suspends; the task is
-    /// this worker's for good from the moment it has a stack. `None` when no stack could be
-    /// had: the task ended with that error.
-    #[inline(always)]
-    fn start(&self, task: &Arc<Task>) -> Option<CoroutineResult<Action, ()>> {
-        let adopt = || task.owner.store(self.index, Ordering::Release);
-        let (co, outcome) = super::api::start_coroutine(task, adopt)?;
-        // SAFETY: we dequeued the task, so we are the one worker that may run it.
-        unsafe { *task.coroutine() = Some(co) };
-        Some(outcome)
-    }
-
-    /// Enters a task in the registry of live tasks this worker owns.
-    fn register(&self, task: &Arc<Task>) {
-        // SAFETY: registry is this thread's.
-        let (slots, free) = unsafe { &mut *self.registry.get() };
-        let slot = free.pop().unwrap_or_else(|| {
-            slots.push(None);
-            slots.len() - 1
-        });
-        slots[slot] = Some(task.clone());
-        task.slot.store(slot, Ordering::Relaxed);
-        self.me()
-            .published
-            .live
-            .store(slots.len() - free.len(), Ordering::Relaxed);
-    }
-
-    /// Takes an ended task out of the registry.
-    fn unregister(&self, task: &Task) {
-        // SAFETY: registry is this thread's.
-        let (slots, free) = unsafe { &mut *self.registry.get() };
-        let slot = task.slot.load(Ordering::Relaxed);
-        slots[slot] = None;
-        free.push(slot);
-        self.me()
-            .published
-            .live
-            .store(slots.len() - free.len(), Ordering::Relaxed);
     }
 
     fn take_remote(&self) {
