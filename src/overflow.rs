@@ -59,6 +59,10 @@ fn install(sig: libc::c_int, prev: &OnceLock<libc::sigaction>) {
         action.sa_sigaction = on_fault as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
         libc::sigemptyset(&mut action.sa_mask);
+        // The preemption signal must not land while the report is written or the process
+        // aborts: its handler would walk the alternate stack as if it were the coroutine's,
+        // and a fault there, with SIGSEGV blocked, kills the process with a bare SIGSEGV.
+        libc::sigaddset(&mut action.sa_mask, crate::preempt::handler::preempt_signal());
         libc::sigaction(sig, &action, ptr::null_mut());
     }
 }

@@ -149,17 +149,19 @@ impl Alarm {
 
     /// From the signal handler, after a refused walk (the coroutine was in code that is not
     /// vouched, such as a std or core function that an unoptimised build does not inline): sets
-    /// the alarm to go off again soon, a sixteenth of a slice from now, so that the next try
-    /// likely finds the coroutine back in its own code, rather than a grace period later.
-    /// Only when the alarm is not set for something else, and at most [`MAX_RETRIES`] times a
-    /// slice. Async-signal-safe: atomics and `timer_settime`.
-    pub(crate) fn retry_soon(&self) {
+    /// the alarm to go off again soon, so that the next try likely finds the coroutine back in
+    /// its own code, rather than a grace period later: a sixteenth of a slice from now, and at
+    /// least four times as long as the refused walk took (`walk_ns`), so that the coroutine
+    /// keeps most of the time between tries (an unoptimised walker is slow, and a slice may be
+    /// as short as 20 µs). Only when the alarm is not set for something else, and at most
+    /// [`MAX_RETRIES`] times a slice. Async-signal-safe: atomics and `timer_settime`.
+    pub(crate) fn retry_soon(&self, walk_ns: u64) {
         if self.ticking.load(Ordering::Relaxed) || self.retries.load(Ordering::Relaxed) >= MAX_RETRIES {
             return;
         }
         self.retries.fetch_add(1, Ordering::Relaxed);
         // The budget is a slice and a half.
-        self.set(self.budget / 24);
+        self.set((self.budget / 24).max(4 * walk_ns));
     }
 
     /// From the signal handler: sets the alarm again a grace period (a third of the budget)

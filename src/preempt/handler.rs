@@ -85,6 +85,14 @@ fn alarm_wants_preemption() -> bool {
     true
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (a vDSO read; async-signal-safe).
+pub(crate) fn clock_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: reading a clock into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Stack between the interrupted point and its region beyond which a refused walk counts as a
 /// long one (see the timer thread's backoff).
 const LONG_WALK: usize = 16 * 1024;
@@ -123,13 +131,20 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         .last_pc_seq
         .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     // The tests' controls switch anywhere; everything else must pass the walk.
+    let walk_start = clock_ns();
     // SAFETY: `regs` are the interrupted registers of this task's coroutine, on this thread.
     let vouched = anywhere || unsafe { vouched(task, regs, region) };
     if !vouched {
-        if region.saturating_sub(regs.sp) > LONG_WALK {
+        // A long refused walk (deep, or slow: an unoptimised walker) makes the timer thread
+        // back off, so that the coroutine is not kept in the handler; a short one is retried
+        // soon by the worker's alarm.
+        let walk_end = clock_ns();
+        let walk_ns = walk_end.saturating_sub(walk_start);
+        watch.quiet_until.store(walk_end + 4 * walk_ns, Ordering::Relaxed);
+        if region.saturating_sub(regs.sp) > LONG_WALK || walk_ns > local.rt.slice_ns / 8 {
             watch.deep_refusal.store(true, Ordering::Relaxed);
         } else {
-            local.retry_preemption_soon();
+            local.retry_preemption_soon(walk_ns);
         }
         task.stats.deferred.fetch_add(1, Ordering::Relaxed);
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);

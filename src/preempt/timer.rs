@@ -399,7 +399,8 @@ impl Look<'_> {
         let tid = w.tid.load(Ordering::Relaxed);
         let sent = w.signal_sent_at.load(Ordering::Acquire);
         let in_flight = sent != 0 && self.now.saturating_sub(sent) < IN_FLIGHT_SLICES * self.slice;
-        if pending && tid != 0 && !in_flight {
+        let quiet = w.quiet_until.load(Ordering::Relaxed) > super::handler::clock_ns();
+        if pending && tid != 0 && !in_flight && !quiet {
             w.signal_sent_at.store(self.now, Ordering::Release);
             self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);
             // SAFETY: tgkill to a thread of our own process.

@@ -494,11 +494,11 @@ impl Local {
         true
     }
 
-    /// From the preemption handler, after a short refused walk: the worker's alarm tries again
-    /// soon (see `Alarm::retry_soon`).
-    pub(crate) fn retry_preemption_soon(&self) {
+    /// From the preemption handler, after a short refused walk that took `walk_ns`: the
+    /// worker's alarm tries again soon (see `Alarm::retry_soon`).
+    pub(crate) fn retry_preemption_soon(&self, walk_ns: u64) {
         if let Some(alarm) = &self.alarm {
-            alarm.retry_soon();
+            alarm.retry_soon(walk_ns);
         }
     }
 
