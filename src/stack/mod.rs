@@ -196,6 +196,14 @@ pub fn disable_frame_push_reports_for_tests() {
     crate::overflow::FRAME_PUSH_REPORTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The tests' control for returned reservations: switches returning idle reservations off,
+/// as before they were returned, so a test can show that many stack sizes then exhaust the
+/// table. Process-wide; not part of the API.
+#[doc(hidden)]
+pub fn keep_stack_reservations_for_tests() {
+    reserve::RECLAIM_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
