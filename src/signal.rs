@@ -19,19 +19,32 @@
 //! `sigqueue` value), to that thread with `rt_tgsigqueueinfo`. So the model holds whatever the
 //! other threads' masks are: no thread has to block anything, and code that runs when the signal
 //! lands (a coroutine, a worker, foreign code) never runs application logic in a handler. If
-//! every other thread of the process blocks the signal, the signalfd takes it directly. Only
+//! every other thread of the process blocks the signal, the signalfd takes it directly, which
+//! is how real-time signals travel (below). Only
 //! the code, sender and value survive the trip: other `siginfo` fields (a SIGCHLD's exit
 //! status, say) are not kept.
 //!
 //! When the last `Signals` for a signal is dropped, the disposition that was there before the
-//! first one was made is restored.
+//! first one was made is restored (a real-time signal stays blocked in the threads, below).
+//!
+//! # Real-time signals keep their order
+//!
+//! Process-directed deliveries of one real-time signal reach the [`Signals`] in the order the
+//! kernel queued them (the order sent). For that, only one thread may take them from the
+//! kernel's queue: when the first `Signals` for a real-time signal is made, sigcoro blocks it
+//! in every thread of the process and waits until each has (threads started later inherit the
+//! mask), and the dispatcher's signalfd takes them all. The masks stay so after the last
+//! `Signals` for it is dropped. A copy directed at one thread (`pthread_sigqueue`, `tgkill`, a
+//! `SIGEV_THREAD_ID` timer) therefore stays pending in that thread and is not received, unless
+//! it is sent to a thread that unblocked the signal again: that thread's handler forwards it
+//! and blocks the signal once more. Standard signals are never blocked.
 //!
 //! # Coalescing and queueing
 //!
 //! - **Standard signals** (1 to 31) **coalesce**: deliveries of a signal that is already
 //!   pending, in the kernel or in a `Signals` that has not received it yet, count once.
 //! - **Real-time signals** (`SIGRTMIN()` to `SIGRTMAX()`) **queue**: each delivery is received
-//!   once, in the order sent, with its value, up to [`MAX_QUEUED`] waiting per `Signals`
+//!   once, in the order sent (see below), with its value, up to [`MAX_QUEUED`] waiting per `Signals`
 //!   (beyond that, new ones are dropped) and within the kernel's `RLIMIT_SIGPENDING`.
 //!
 //! # Who gets a signal
@@ -47,6 +60,11 @@
 //! SIGSEGV and SIGBUS), the runtime's own signals ([`crate::boot_signal`], and `SIGRTMAX() - 2`,
 //! reserved for preemption), and the two real-time signals below `SIGRTMIN()` that the C
 //! library keeps for itself. Asking for one is an `InvalidInput` error that says why.
+
+mod order;
+
+#[doc(hidden)]
+pub use order::unordered_real_time_signals_for_tests;
 
 use crate::io::reactor::{Locked, lock};
 use crate::sync::{Condvar, Mutex as CoMutex};
@@ -374,6 +392,14 @@ impl Registry {
                 return Err(io::Error::last_os_error());
             }
             self.users[i].1 = Some(old);
+            if order::is_real_time(sig) {
+                self.users[i].0 += 1;
+                if let Err(e) = order::block_everywhere(sig, DISPATCHER.load(Ordering::Acquire)) {
+                    self.release(sig);
+                    return Err(e);
+                }
+                return Ok(());
+            }
         }
         self.users[i].0 += 1;
         Ok(())
@@ -424,14 +450,28 @@ struct RtInfo {
 const _: () = assert!(size_of::<RtInfo>() == size_of::<libc::siginfo_t>());
 
 /// The handler of every subscribed signal: re-queue it, with its siginfo, to the dispatcher.
-/// Async-signal-safe: two syscalls, no allocation, errno saved.
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+/// A real-time signal is also blocked in the mask this thread returns to (see the module docs);
+/// a request to block it ([`order::BLOCK_TAG`]) is counted, not forwarded.
+/// Async-signal-safe: three syscalls at most, no allocation, errno saved.
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: errno is thread-local and always addressable.
     let errno = unsafe { *libc::__errno_location() };
+    if order::is_real_time(sig) && !ctx.is_null() && !order::ORDER_OFF.load(Ordering::Relaxed) {
+        // SAFETY: with SA_SIGINFO the kernel passes the interrupted context, whose mask it
+        // restores when the handler returns; sigaddset is async-signal-safe.
+        unsafe { libc::sigaddset(&mut (*ctx.cast::<libc::ucontext_t>()).uc_sigmask, sig) };
+    }
     let tid = DISPATCHER.load(Ordering::Relaxed);
     if tid > 0 && !info.is_null() {
         // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t, which RtInfo mirrors.
         let mut si = unsafe { info.cast::<RtInfo>().read() };
+        // SAFETY: getpid is async-signal-safe.
+        if si.code == libc::SI_QUEUE && si.value == order::BLOCK_TAG && si.pid == unsafe { libc::getpid() } {
+            order::BLOCKED.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
+            return;
+        }
         if si.code >= 0 || si.code == libc::SI_TKILL {
             // The kernel only lets a thread queue SI_QUEUE-coded signals to another thread.
             si.value = FORWARD_TAG | u64::from(si.code as u32);
