@@ -231,6 +231,10 @@ impl<T: 'static> JoinHandle<T> {
     /// worker gets to it (see ARCHITECTURE.md, "Scheduling"). A join is a safe point. A coroutine
     /// cancelled before or while it waits in `join` unwinds there; one that finds the joined
     /// coroutine ended, or runs it to its end in place, gets its outcome.
+    ///
+    /// In a destructor that runs while the caller unwinds (a panic, or [`cancel`](Self::cancel)),
+    /// a `join` that would have to wait ends the process with a message naming it (see
+    /// "Waiting in destructors" at [`cancel`](Self::cancel)).
     pub fn join(self) -> Result<T, JoinError> {
         let JoinHandle { task, .. } = self;
         // A join is a safe point, like every runtime call.
@@ -238,7 +242,7 @@ impl<T: 'static> JoinHandle<T> {
         if !task.is_done() {
             worker::run_if_unstarted_here(&task);
         }
-        task.wait_done(|| park::park_until(None));
+        task.wait_done(|| park::park_until(None, "JoinHandle::join"));
         let (outcome, id) = (task.take_outcome(), task.id);
         super::recycle::give_back(task);
         match outcome {
@@ -264,6 +268,20 @@ impl<T: 'static> JoinHandle<T> {
     /// Asks the coroutine to stop: at its next park, sleep or yield it unwinds, so its
     /// destructors run and its locks are released; `join` then returns a cancelled error. A
     /// coroutine that never waits is not interrupted (preemption does not cancel).
+    ///
+    /// # Waiting in destructors
+    ///
+    /// While it unwinds, the coroutine cannot park: std's panic count, which
+    /// `std::thread::panicking` reads, is per OS thread and every coroutine of the worker runs
+    /// on that thread, so any coroutine resumed meanwhile would see it. A destructor that runs
+    /// then (here, or during a panic) may do what needs no waiting: a `try_` operation, a send
+    /// on a channel with room, an uncontended `Mutex::lock`, a `join` of a coroutine that has
+    /// ended, a `spawn` (a coroutine that is not unwinding may do the waiting). `sleep` blocks
+    /// the worker thread for its duration, and `blocking` blocks it until its job is done. A
+    /// wait that would have to park (`join` of a running coroutine, `recv` on an empty
+    /// channel, a contended `Mutex::lock`, `scope` with coroutines still running, ...) ends the
+    /// process at once with a message that names the call, as std does for a panic that cannot
+    /// unwind: spinning instead would hang the worker.
     pub fn cancel(&self) {
         self.task.cancel();
     }
@@ -376,11 +394,24 @@ pub fn sleep(dur: Duration) {
 
 /// Sleeps the running coroutine until `deadline`.
 ///
+/// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), the
+/// coroutine cannot park: the worker thread sleeps instead, and the worker's other coroutines
+/// wait meanwhile (see "Waiting in destructors" at [`JoinHandle::cancel`]).
+///
 /// # Panics
 ///
 /// Outside a runtime.
 pub fn sleep_until(deadline: Instant) {
     let task = running("sleep_until");
+    if std::thread::panicking() && !super::park::REFUSAL_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        // A coroutine that unwinds cannot park (see the module docs of `park`): the thread
+        // sleeps, so nothing else runs on it meanwhile, and nothing spins.
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        return;
+    }
     while Instant::now() < deadline {
         task.deadline.set(Some(deadline));
         wait(task, Action::Sleep);
@@ -391,12 +422,16 @@ pub fn sleep_until(deadline: Instant) {
 /// Parks the running coroutine until [`GreenThread::unpark`] is called on it (or spuriously),
 /// as `std::thread::park`.
 ///
+/// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `park` that
+/// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+/// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
+///
 /// # Panics
 ///
 /// Outside a runtime.
 pub fn park() {
     running("park");
-    park::park_until(None);
+    park::park_until(None, "sigcoro::park");
 }
 
 /// Parks the running coroutine for at most `dur`, as `std::thread::park_timeout`.
@@ -406,7 +441,7 @@ pub fn park() {
 /// Outside a runtime.
 pub fn park_timeout(dur: Duration) {
     running("park_timeout");
-    park::park_until(Some(Instant::now() + dur));
+    park::park_until(Some(Instant::now() + dur), "sigcoro::park_timeout");
 }
 
 /// A handle to the running coroutine.

@@ -51,7 +51,18 @@ pub type Limit = (libc::__rlimit_resource_t, libc::rlim_t);
 /// `limits` set (by `setrlimit` between fork and exec); kills it after `timeout`, which fails
 /// the test (it is a hang guard, never a measure of speed).
 pub fn run(test: &str, timeout: Duration, limits: &[Limit]) -> Outcome {
+    run_full(test, timeout, limits, &[])
+}
+
+/// [`run`] without limits, with the variables `env` set in the child.
+pub fn run_with_env(test: &str, timeout: Duration, env: &[(&str, &str)]) -> Outcome {
+    run_full(test, timeout, &[], env)
+}
+
+/// [`run`] with the variables `env` set in the child too.
+pub fn run_full(test: &str, timeout: Duration, limits: &[Limit], env: &[(&str, &str)]) -> Outcome {
     let mut cmd = child_command(test);
+    cmd.envs(env.iter().copied());
     cmd.arg("--include-ignored")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
