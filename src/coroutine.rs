@@ -129,7 +129,10 @@ impl<I, Y> Yielder<I, Y> {
     /// A coroutine that unwinds from a panic cannot suspend (from a destructor): the thread's
     /// panic count, which `std::thread::panicking` reads, is std's per OS thread, so the
     /// resumer would go on as if it were panicking. `suspend` then ends the process with a
-    /// message saying so, as std does for a panic that cannot unwind.
+    /// message saying so, as std does for a panic that cannot unwind. (A coroutine resumed by
+    /// a resumer that unwinds, from one of its destructors, suspends as usual: the panic is
+    /// the resumer's. If such a coroutine panics too and suspends while unwinding, that is not
+    /// told apart.)
     // Always inlined: the switch then happens in the caller's own frame. A frame between the
     // caller and the switch costs mispredicted returns once resumed (the return-stack
     // predictor saw the resumer's calls, not this coroutine's).
@@ -139,7 +142,12 @@ impl<I, Y> Yielder<I, Y> {
             panic::resume_unwind(Box::new(ForcedUnwind));
         }
         if std::thread::panicking() {
-            refuse_suspend_while_unwinding();
+            // SAFETY: the link is the first field of the stack's header (`#[repr(C)]`), which
+            // stays mapped while the coroutine runs on it.
+            let header = unsafe { &*self.link.cast::<crate::stack::Header>() };
+            if !header.resumer_panicking.get() {
+                refuse_suspend_while_unwinding();
+            }
         }
         let mut value = ManuallyDrop::new(value);
         let sent = Transfer {
@@ -227,6 +235,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("sigcoro: resume called on a coroutine that has already finished");
         };
         let link = stack.link();
+        // SAFETY: the header of an owned stack stays mapped; its coroutine reads this when it
+        // suspends while panicking (see `Yielder::suspend`).
+        unsafe { (*stack.header()).resumer_panicking.set(std::thread::panicking()) };
         let mut input = ManuallyDrop::new(input);
         let sent = Transfer {
             value: encode(&mut input),
@@ -421,7 +432,10 @@ where
     };
     let (lo, hi) = co.stack_bounds().expect("a new coroutine has a stack");
     on_stack(lo, hi);
-    let link = co.stack.as_ref().expect("a new coroutine has a stack").link();
+    let stack = co.stack.as_ref().expect("a new coroutine has a stack");
+    // SAFETY: the header of an owned stack stays mapped (see `Coroutine::resume`).
+    unsafe { (*stack.header()).resumer_panicking.set(std::thread::panicking()) };
+    let link = stack.link();
     let mut start = ManuallyDrop::new((f, input));
     let job = Job {
         run: entry_started::<F, I, Y, R>,

@@ -55,6 +55,10 @@ pub(crate) struct Header {
     pub id: u64,
     name_len: u8,
     name: [u8; NAME_CAP],
+    /// Whether the coroutine's resumer was unwinding (`std::thread::panicking`) when it
+    /// resumed the coroutine last: a suspend while panicking hands that state back to it, which
+    /// is right only then. Written by the resumer, read by the coroutine, on one thread.
+    pub resumer_panicking: std::cell::Cell<bool>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
@@ -69,6 +73,7 @@ impl Header {
             id: 0,
             name_len: 0,
             name: [0; NAME_CAP],
+            resumer_panicking: std::cell::Cell::new(false),
         }
     }
 
