@@ -104,3 +104,142 @@ fn overflows_are_reported_after_reservations_were_returned_and_reused() {
         "{out:?}"
     );
 }
+
+/// Builds a runtime of 8 workers under `ulimit -n 12`: it needs two descriptors per worker.
+#[test]
+fn runtime_build_under_a_low_descriptor_limit_says_what_it_was_creating() {
+    const TEST: &str = "runtime_build_under_a_low_descriptor_limit_says_what_it_was_creating";
+    if is_child(TEST) {
+        match sigcoro::Runtime::builder().workers(8).build() {
+            Ok(rt) => println!("BUILT {}", rt.workers()),
+            Err(e) => println!("BUILD FAILED: {e}"),
+        }
+        return;
+    }
+    let out = child::run(TEST, Duration::from_secs(60), &[(libc::RLIMIT_NOFILE, 12)]);
+    assert!(out.status.success(), "{out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("BUILD FAILED"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(line.contains("Runtime::build: creating the "), "{line}");
+    assert!(line.contains("of worker "), "{line}");
+    assert!(
+        line.contains("RLIMIT_NOFILE") && line.contains("limit of 12 open descriptors"),
+        "{line}"
+    );
+    // The control: the same build with the usual limit works.
+    let out = child::run(TEST, Duration::from_secs(60), &[]);
+    assert!(out.status.success() && out.stdout.contains("BUILT 8"), "{out:?}");
+}
+
+/// Coroutines of 16 MiB stacks, kept alive until `COUNT` run or a start fails: returns the
+/// first failure's message.
+fn big_stacks_until_failure() -> Option<String> {
+    const COUNT: usize = 192;
+    rt(1).block_on(|| {
+        let (tx, rx) = sigcoro::sync::channel::unbounded::<()>();
+        let mut handles = Vec::new();
+        let mut failure = None;
+        for i in 0..COUNT {
+            let rx = rx.clone();
+            let h = sigcoro::Builder::new()
+                .stack_size(16 << 20)
+                .spawn(move || {
+                    let _ = rx.recv();
+                })
+                .unwrap();
+            // Let it start (its stack is taken then).
+            sigcoro::yield_now();
+            if h.is_finished() {
+                failure = Some(format!("#{i}: {}", h.join().unwrap_err()));
+                break;
+            }
+            handles.push(h);
+        }
+        drop(tx);
+        for h in handles {
+            h.join().unwrap();
+        }
+        failure
+    })
+}
+
+#[test]
+fn stacks_under_an_address_space_limit_blame_it_not_the_map_count() {
+    const TEST: &str = "stacks_under_an_address_space_limit_blame_it_not_the_map_count";
+    if is_child(TEST) {
+        match big_stacks_until_failure() {
+            Some(e) => println!("FAILED AT {e}"),
+            None => println!("ALL STARTED"),
+        }
+        return;
+    }
+    let out = child::run(TEST, Duration::from_secs(120), &[(libc::RLIMIT_AS, 1 << 30)]);
+    assert!(out.status.success(), "{out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("FAILED AT"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(line.contains("RLIMIT_AS") && line.contains("ulimit -v"), "{line}");
+    assert!(!line.contains("max_map_count"), "blames the map count: {line}");
+    // The control: without the limit the same coroutines all start (3 GiB of address space,
+    // committed lazily), so the limit was the cause.
+    let out = child::run(TEST, Duration::from_secs(120), &[]);
+    assert!(out.status.success() && out.stdout.contains("ALL STARTED"), "{out:?}");
+}
+
+/// A coroutine left parked when its runtime is dropped: the shutdown cancels it, and its
+/// destructor spawns (with `sigcoro::spawn`, or, for the control, the old way: `Builder::spawn`
+/// and a panic on its error, which in a destructor during unwinding aborts the process).
+#[test]
+fn spawn_in_a_destructor_during_shutdown_gives_a_handle_that_says_why() {
+    const TEST: &str = "spawn_in_a_destructor_during_shutdown_gives_a_handle_that_says_why";
+    if is_child(TEST) {
+        let old_way = std::env::var("OLD_WAY").is_ok();
+        struct SpawnsOnDrop(bool);
+        impl Drop for SpawnsOnDrop {
+            fn drop(&mut self) {
+                let h = if self.0 {
+                    sigcoro::Builder::new().spawn(|| 1).unwrap()
+                } else {
+                    sigcoro::spawn(|| 1)
+                };
+                match h.join() {
+                    Ok(v) => println!("SPAWNED AND RAN {v}"),
+                    Err(e) => println!("SPAWN AT SHUTDOWN: cancelled={} {e}", e.is_cancelled()),
+                }
+            }
+        }
+        let rt = rt(1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        rt.spawn(move || {
+            let _guard = SpawnsOnDrop(old_way);
+            started_tx.send(()).unwrap();
+            sigcoro::park();
+            // Unparked spuriously: park again until the shutdown cancels us.
+            loop {
+                sigcoro::park();
+            }
+        });
+        started_rx.recv().unwrap();
+        drop(rt);
+        println!("SHUT DOWN");
+        return;
+    }
+    let out = child::run(TEST, Duration::from_secs(60), &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("SPAWN AT SHUTDOWN: cancelled=true"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("never started: it was spawned while its runtime was shutting down"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("SHUT DOWN"), "{out:?}");
+    // The control: the old way aborts the process.
+    let out = child::run_with_env(TEST, Duration::from_secs(60), &[("OLD_WAY", "1")]);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    assert!(!out.stdout.contains("SHUT DOWN"), "{out:?}");
+}

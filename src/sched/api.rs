@@ -34,18 +34,50 @@ fn running(what: &str) -> &'static Task {
 /// queue: another worker may take it before it runs) and stays on whichever worker first runs
 /// it.
 ///
+/// A coroutine of a runtime that is shutting down (a destructor run by its cancellation, say)
+/// gets a handle to a coroutine that never starts: `f` is dropped unrun, and `join` returns a
+/// [`JoinError`] that [is cancelled](JoinError::is_cancelled) and says why. Panicking there
+/// instead would abort the process (a panic in a destructor during unwinding).
+///
 /// # Panics
 ///
-/// Outside a runtime, after the runtime began shutting down, or when no stack can be had;
-/// [`Builder::spawn`] returns those as errors instead.
+/// Outside a runtime, or when the coroutine's stack size is refused; [`Builder::spawn`]
+/// returns those as errors instead, and the shutdown too.
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new()
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("sigcoro::spawn: {e}"))
+    match Builder::new().spawn(f) {
+        Ok(handle) => handle,
+        Err(e) => match worker::local() {
+            Some(local) if local.rt.shutdown.load(Ordering::Acquire) => {
+                not_started(&local.rt, std::any::type_name::<F>)
+            }
+            _ => panic!("sigcoro::spawn: {e}"),
+        },
+    }
+}
+
+/// A handle to a coroutine that was spawned while its runtime was shutting down: it has ended
+/// already, never started, and was never counted as alive.
+fn not_started<T>(rt: &Arc<Shared>, entry: fn() -> &'static str) -> JoinHandle<T> {
+    let body: Body = Box::new(|| {});
+    let task = Arc::new(Task::new(
+        coroutine::next_id(),
+        None,
+        entry,
+        rt.clone(),
+        rt.stack_size,
+        body,
+    ));
+    // SAFETY: nobody else has the task yet.
+    drop(unsafe { task.body().take() });
+    task.deliver(Err(JoinErrorKind::NotStarted));
+    JoinHandle {
+        task,
+        _marker: PhantomData,
+    }
 }
 
 /// Sets up a coroutine before spawning it: name and stack size, as `std::thread::Builder`.
@@ -257,6 +289,10 @@ impl<T: 'static> JoinHandle<T> {
                 repr: Repr::Cancelled,
                 id,
             }),
+            Err(JoinErrorKind::NotStarted) => Err(JoinError {
+                repr: Repr::NotStarted,
+                id,
+            }),
         }
     }
 
@@ -308,6 +344,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
 enum Repr {
     Panic(Box<dyn Any + Send>),
     Cancelled,
+    NotStarted,
 }
 
 /// Why a joined coroutine has no value: it panicked, or it was cancelled.
@@ -322,9 +359,10 @@ impl JoinError {
         matches!(self.repr, Repr::Panic(_))
     }
 
-    /// Whether the coroutine was cancelled.
+    /// Whether the coroutine was cancelled (also when it never started, having been spawned
+    /// while its runtime was shutting down; see [`spawn`]).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled)
+        matches!(self.repr, Repr::Cancelled | Repr::NotStarted)
     }
 
     /// The panic payload, to inspect or to `resume_unwind` with.
@@ -341,7 +379,7 @@ impl JoinError {
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, JoinError> {
         match self.repr {
             Repr::Panic(p) => Ok(p),
-            Repr::Cancelled => Err(self),
+            Repr::Cancelled | Repr::NotStarted => Err(self),
         }
     }
 }
@@ -356,6 +394,12 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Cancelled => write!(f, "coroutine {} was cancelled", self.id),
+            Repr::NotStarted => write!(
+                f,
+                "coroutine {} never started: it was spawned while its runtime was shutting down (its \
+                 closure was dropped unrun; this counts as a cancellation)",
+                self.id
+            ),
             Repr::Panic(p) => {
                 let msg = p
                     .downcast_ref::<&str>()

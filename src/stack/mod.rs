@@ -12,6 +12,7 @@
 //! `MADV_GUARD_INSTALL` (Linux 6.13+), which adds no kernel mapping, or from `mprotect` on older
 //! kernels. The header holds the two saved contexts and what an overflow report needs.
 
+mod limits;
 pub(crate) mod pool;
 pub(crate) mod reserve;
 

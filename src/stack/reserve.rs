@@ -23,6 +23,7 @@
 //! header it then reads cannot be unmapped under it. A returned reservation's idle stacks are
 //! dropped from the reserve under the same lock, so none is handed out or looked up again.
 
+use super::limits::limit_error;
 use super::{HEADER_SIZE, Header, Stack, page_size};
 use memmap2::{MmapMut, MmapOptions};
 use std::collections::{HashMap, HashSet};
@@ -238,7 +239,7 @@ impl Reserve {
         if class.bump_next == class.bump_end {
             let slots = class.next_chunk_slots;
             let grown = (slots * 2).min((MAX_CHUNK_BYTES / stride).max(1)).max(slots);
-            let base = self.new_chunk(stride, slots)?;
+            let (base, slots) = self.new_chunk(stride, slots)?;
             // Making the chunk may have returned others, and this class with them: look again.
             let class = self.class(stride);
             class.next_chunk_slots = grown;
@@ -252,19 +253,24 @@ impl Reserve {
         Ok(base)
     }
 
-    /// Maps a reservation of `slots` slots of `stride` bytes and enters it in the table;
-    /// returns its base. Returns idle reservations first when the table is full or the kernel
-    /// refuses the mapping.
-    fn new_chunk(&mut self, stride: usize, slots: usize) -> io::Result<usize> {
-        let len = stride * slots;
-        let what = || format!("reserving {len} bytes for {slots} coroutine stacks");
-        let map = match map_chunk(len) {
-            Ok(map) => map,
-            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && self.reclaim() > 0 => {
-                map_chunk(len).map_err(|e| limit_error(&what(), e))?
+    /// Maps a reservation of up to `slots` slots of `stride` bytes and enters it in the table;
+    /// returns its base and its slots. When the kernel refuses the mapping for want of memory
+    /// (or address space, or mappings), returns idle reservations first, then asks for fewer
+    /// slots, down to one. Returns idle reservations first when the table is full, too.
+    fn new_chunk(&mut self, stride: usize, mut slots: usize) -> io::Result<(usize, usize)> {
+        let map = loop {
+            let len = stride * slots;
+            match map_chunk(len) {
+                Ok(map) => break map,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && self.reclaim() > 0 => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && slots > 1 => slots /= 2,
+                Err(e) => {
+                    let what = format!("reserving {len} bytes for {slots} coroutine stacks");
+                    return Err(limit_error(&what, len, e));
+                }
             }
-            Err(e) => return Err(limit_error(&what(), e)),
         };
+        let len = stride * slots;
         let entry = match self.take_entry() {
             Some(entry) => entry,
             None if self.reclaim() > 0 => self.take_entry().expect("a returned reservation freed its entry"),
@@ -290,7 +296,7 @@ impl Reserve {
             slots,
             entry,
         });
-        Ok(base)
+        Ok((base, slots))
     }
 
     fn take_entry(&mut self) -> Option<usize> {
@@ -397,7 +403,7 @@ pub(crate) fn install_guard(base: usize) -> io::Result<()> {
         }
         let err = io::Error::last_os_error();
         if GUARD_MODE.load(Ordering::Relaxed) == 1 || err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(limit_error("installing a stack guard page", err));
+            return Err(limit_error("installing a stack guard page", 0, err));
         }
         GUARD_MODE.store(2, Ordering::Relaxed);
     }
@@ -405,6 +411,7 @@ pub(crate) fn install_guard(base: usize) -> io::Result<()> {
     if unsafe { libc::mprotect(addr, page, libc::PROT_NONE) } != 0 {
         return Err(limit_error(
             "protecting a stack guard page (mprotect: this kernel lacks MADV_GUARD_INSTALL, so each stack costs two mappings)",
+            0,
             io::Error::last_os_error(),
         ));
     }
@@ -419,28 +426,6 @@ pub fn guards_are_lightweight() -> Option<bool> {
         2 => Some(false),
         _ => None,
     }
-}
-
-/// Wraps a failed mmap/madvise/mprotect in an error that names the limits a user can raise.
-pub(crate) fn limit_error(what: &str, err: io::Error) -> io::Error {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".into())
-    };
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map(|s| s.lines().count().to_string())
-        .unwrap_or_else(|_| "?".into());
-    io::Error::new(
-        err.kind(),
-        format!(
-            "{what} failed: {err}. The process has {maps} memory mappings against vm.max_map_count = {}, \
-             and vm.overcommit_memory = {}. Ways out: raise vm.max_map_count (sysctl -w vm.max_map_count=N), \
-             use smaller stacks, free memory, or run fewer coroutines at once",
-            read("/proc/sys/vm/max_map_count"),
-            read("/proc/sys/vm/overcommit_memory"),
-        ),
-    )
 }
 
 /// If `addr` lies in the guard page of one of our stack slots and `sp`, the stack pointer of
