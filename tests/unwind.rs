@@ -278,8 +278,7 @@ fn sleep_in_a_destructor() -> (i64, i64) {
         victim.cancel();
         assert!(victim.join().unwrap_err().is_cancelled());
     });
-    let got = *seen.lock().unwrap();
-    got
+    *seen.lock().unwrap()
 }
 
 #[test]
