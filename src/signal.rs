@@ -24,8 +24,9 @@
 //! the code, sender and value survive the trip: other `siginfo` fields (a SIGCHLD's exit
 //! status, say) are not kept.
 //!
-//! When the last `Signals` for a signal is dropped, the disposition that was there before the
-//! first one was made is restored (a real-time signal stays blocked in the threads, below).
+//! When the last `Signals` for a standard signal is dropped, the disposition that was there
+//! before the first one was made is restored. A real-time signal keeps sigcoro's handler and
+//! stays blocked in the threads (below): later deliveries nobody asks for are dropped.
 //!
 //! # Real-time signals keep their order
 //!
@@ -33,8 +34,9 @@
 //! kernel queued them (the order sent). For that, only one thread may take them from the
 //! kernel's queue: when the first `Signals` for a real-time signal is made, sigcoro blocks it
 //! in every thread of the process and waits until each has (threads started later inherit the
-//! mask), and the dispatcher's signalfd takes them all. The masks stay so after the last
-//! `Signals` for it is dropped. A copy directed at one thread (`pthread_sigqueue`, `tgkill`, a
+//! mask), and the dispatcher's signalfd takes them all. The masks, and sigcoro's handler, stay
+//! so after the last `Signals` for it is dropped (a thread that blocked the signal for a moment
+//! when it was asked may hold the request until it unblocks it). A copy directed at one thread (`pthread_sigqueue`, `tgkill`, a
 //! `SIGEV_THREAD_ID` timer) therefore stays pending in that thread and is not received, unless
 //! it is sent to a thread that unblocked the signal again: that thread's handler forwards it
 //! and blocks the signal once more. Standard signals are never blocked.
@@ -405,10 +407,15 @@ impl Registry {
         Ok(())
     }
 
-    /// One subscription less for `sig`: the last one restores the previous action.
+    /// One subscription less for `sig`: the last one restores the previous action, except for
+    /// a real-time signal (see the module docs): a request to block it may still wait in a
+    /// thread that blocks it, and must meet `forward` whenever that thread unblocks it.
     fn release(&mut self, sig: libc::c_int) {
         let i = sig as usize;
         self.users[i].0 -= 1;
+        if order::is_real_time(sig) && !order::ORDER_OFF.load(Ordering::Relaxed) {
+            return;
+        }
         if self.users[i].0 == 0
             && let Some(old) = self.users[i].1.take()
         {

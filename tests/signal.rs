@@ -347,3 +347,51 @@ fn a_real_time_subscription_blocks_its_signal_in_every_thread_and_no_standard_on
     older.join().unwrap();
     drop(signals);
 }
+
+/// A thread that blocks a real-time signal while a subscription asks every thread to block it
+/// gets the request queued (it may only be blocking it for a moment, as inside
+/// `pthread_create`); when it unblocks the signal after the last `Signals` is gone, the request
+/// meets sigcoro's handler, not the default action, which would end the process.
+#[test]
+fn a_late_request_to_block_meets_the_handler_after_the_subscription_is_gone() {
+    const TEST: &str = "a_late_request_to_block_meets_the_handler_after_the_subscription_is_gone";
+    if !is_child(TEST) {
+        let out = common::child::run(TEST, Duration::from_secs(60), &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout.contains("SURVIVED"), "{out:?}");
+        return;
+    }
+    let sig = libc::SIGRTMIN() + 11;
+    let mask = move |how| {
+        // SAFETY: a sigset_t built by sigemptyset/sigaddset; changes this thread's mask only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        mask(libc::SIG_BLOCK);
+        tx.send(gettid()).unwrap();
+        go_rx.recv().unwrap();
+        mask(libc::SIG_UNBLOCK);
+        // The queued request is delivered as the mask changes.
+    });
+    let tid = rx.recv().unwrap();
+    let signals = Signals::new(&[sig]).unwrap();
+    // The request waits in the thread's own queue.
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    let pnd = status.lines().find_map(|l| l.strip_prefix("SigPnd:")).unwrap();
+    assert_ne!(
+        u64::from_str_radix(pnd.trim(), 16).unwrap() & (1 << (sig - 1)),
+        0,
+        "{status}"
+    );
+    drop(signals);
+    go_tx.send(()).unwrap();
+    other.join().unwrap();
+    println!("SURVIVED");
+}
