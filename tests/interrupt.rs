@@ -278,3 +278,32 @@ fn a_panicking_callback_in_the_worker_loop_is_contained_and_reported() {
     assert_eq!(irq.last_panic().as_deref(), Some("callback boom"));
     drop(rt);
 }
+
+/// The control of the test above: with containment switched off, the callback's panic kills
+/// the worker thread and the next `block_on` never answers.
+#[test]
+fn control_an_uncontained_callback_panic_kills_the_worker_loop() {
+    const TEST: &str = "control_an_uncontained_callback_panic_kills_the_worker_loop";
+    if !common::is_child(TEST) {
+        let out = common::child::run(TEST, Duration::from_secs(120), &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout.contains("NO ANSWER"), "{out:?}");
+        return;
+    }
+    sigcoro::interrupt::uncontained_callback_panics_for_tests();
+    let rt = rt(1);
+    let (tx, rx) = mpsc::channel();
+    let irq = rt.block_on(move || Interrupt::new(panics_on_one(tx)).unwrap());
+    irq.signal(1);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 1);
+    let (answer_tx, answer_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answer_tx.send(rt.block_on(|| 7));
+    });
+    match answer_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(v) => panic!("the worker answered {v}"),
+        Err(_) => println!("NO ANSWER"),
+    }
+    // The runtime cannot shut down (its worker is gone): leave without dropping it.
+    std::process::exit(0);
+}
