@@ -219,7 +219,11 @@ impl Interrupt {
         let new = new_eventfd()?;
         // SAFETY: dup2 onto the descriptor number we own; the new fd is closed after.
         if unsafe { libc::dup2(new.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("sigcoro: Interrupt: replacing its eventfd (dup2) failed: {err}"),
+            ));
         }
         Ok(())
     }
@@ -439,7 +443,11 @@ fn new_eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the fd is owned at once.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("sigcoro: Interrupt: creating its eventfd failed: {err} (a descriptor; see ulimit -n)"),
+        ));
     }
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -487,7 +495,11 @@ fn install_signal_handler(sig: i32) -> io::Result<()> {
         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
         if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("sigcoro: Interrupt: installing the handler of signal {sig} failed: {err}"),
+            ));
         }
     }
     Ok(())

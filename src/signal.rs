@@ -342,7 +342,9 @@ impl Registry {
         // SAFETY: `self.mask` is an initialised sigset_t; -1 asks for a new signalfd.
         let fd = unsafe { libc::signalfd(-1, &self.mask, libc::SFD_CLOEXEC) };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(os_error(
+                "creating the dispatcher's signalfd (a descriptor; see ulimit -n)",
+            ));
         }
         // SAFETY: a fresh fd nobody else owns.
         let sfd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -359,6 +361,12 @@ impl Registry {
                     let _ = tx.send(tid);
                     dispatch(raw);
                 })
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("sigcoro::signal: starting the dispatcher thread failed: {e}"),
+            )
         })?;
         drop(spawned);
         let tid = rx
@@ -379,7 +387,7 @@ impl Registry {
             let sfd = self.sfd.as_ref().expect("started").as_raw_fd();
             // SAFETY: updating the mask of our own signalfd.
             if unsafe { libc::signalfd(sfd, &self.mask, libc::SFD_CLOEXEC) } < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(os_error(&format!("adding signal {sig} to the dispatcher's signalfd")));
             }
             // SAFETY: sigaction is plain data; zeroes are a valid start.
             let mut sa: libc::sigaction = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -391,7 +399,7 @@ impl Registry {
             let mut old: libc::sigaction = unsafe { MaybeUninit::zeroed().assume_init() };
             // SAFETY: valid pointers; `forward` is async-signal-safe.
             if unsafe { libc::sigaction(sig, &sa, &mut old) } != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(os_error(&format!("installing the handler of signal {sig}")));
             }
             self.users[i].1 = Some(old);
             if order::is_real_time(sig) {
@@ -423,6 +431,12 @@ impl Registry {
             unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// The last OS error, saying what `sigcoro::signal` was doing.
+fn os_error(what: &str) -> io::Error {
+    let err = io::Error::last_os_error();
+    io::Error::new(err.kind(), format!("sigcoro::signal: {what} failed: {err}"))
 }
 
 /// Runs `f` with every signal blocked in this thread, then restores the mask.
