@@ -190,16 +190,26 @@ impl Done {
         *lock(&self.flag)
     }
 
+    /// Blocks the thread (not only the coroutine) until the job is done.
+    fn block_thread(&self) {
+        let mut flag = self.flag.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*flag {
+            flag = self.cond.wait(flag).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Parks until done. If the coroutine is cancelled meanwhile, blocks the thread until
-    /// done (the job may borrow from this stack), then goes on unwinding.
+    /// done (the job may borrow from this stack), then goes on unwinding. A coroutine that
+    /// already unwinds (`blocking` in a destructor) cannot park, so it blocks the thread until
+    /// done: the job runs on a helper thread, whatever this worker does.
     fn wait(&self) {
+        if std::thread::panicking() {
+            self.block_thread();
+            return;
+        }
         while !self.is_done() {
-            if let Err(payload) = panic::catch_unwind(|| park_until(None)) {
-                let mut flag = self.flag.lock().unwrap_or_else(PoisonError::into_inner);
-                while !*flag {
-                    flag = self.cond.wait(flag).unwrap_or_else(PoisonError::into_inner);
-                }
-                drop(flag);
+            if let Err(payload) = panic::catch_unwind(|| park_until(None, "sigcoro::blocking")) {
+                self.block_thread();
                 panic::resume_unwind(payload);
             }
         }

@@ -125,6 +125,14 @@ impl<I, Y> Yielder<I, Y> {
     /// If the coroutine is dropped instead of resumed, this unwinds (with a private payload)
     /// so that the coroutine's destructors run. Catching that unwind does not stop it: the
     /// coroutine can no longer suspend, and every further `suspend` unwinds again.
+    ///
+    /// A coroutine that unwinds from a panic cannot suspend (from a destructor): the thread's
+    /// panic count, which `std::thread::panicking` reads, is std's per OS thread, so the
+    /// resumer would go on as if it were panicking. `suspend` then ends the process with a
+    /// message saying so, as std does for a panic that cannot unwind. (A coroutine resumed by
+    /// a resumer that unwinds, from one of its destructors, suspends as usual: the panic is
+    /// the resumer's. If such a coroutine panics too and suspends while unwinding, that is not
+    /// told apart.)
     // Always inlined: the switch then happens in the caller's own frame. A frame between the
     // caller and the switch costs mispredicted returns once resumed (the return-stack
     // predictor saw the resumer's calls, not this coroutine's).
@@ -132,6 +140,14 @@ impl<I, Y> Yielder<I, Y> {
     pub fn suspend(&self, value: Y) -> I {
         if self.unwinding.get() {
             panic::resume_unwind(Box::new(ForcedUnwind));
+        }
+        if std::thread::panicking() {
+            // SAFETY: the link is the first field of the stack's header (`#[repr(C)]`), which
+            // stays mapped while the coroutine runs on it.
+            let header = unsafe { &*self.link.cast::<crate::stack::Header>() };
+            if !header.resumer_panicking.get() {
+                refuse_suspend_while_unwinding();
+            }
         }
         let mut value = ManuallyDrop::new(value);
         let sent = Transfer {
@@ -148,6 +164,25 @@ impl<I, Y> Yielder<I, Y> {
         // SAFETY: the resumer encoded an `I`, and waits while we read it.
         unsafe { decode(got.value) }
     }
+}
+
+/// The tests' control (`sigcoro::__test::switch_while_unwinding_for_tests`): coroutines switch
+/// out while they unwind, unsound on purpose, so a test can show what the refusal prevents.
+pub(crate) static SWITCH_WHILE_UNWINDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ends the process: a coroutine tried to suspend while it unwinds from a panic.
+#[cold]
+#[inline(never)]
+fn refuse_suspend_while_unwinding() {
+    if SWITCH_WHILE_UNWINDING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let msg: &[u8] = b"sigcoro: Yielder::suspend was called inside a destructor that runs while this \
+coroutine unwinds from a panic. It cannot switch out there: the thread's panic state \
+(std::thread::panicking) is shared, so the resumer would run as if it were panicking. Aborting.\n";
+    // SAFETY: write(2) from a static buffer to stderr.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    std::process::abort()
 }
 
 /// A stackful coroutine that takes `I` on each resume, yields `Y`, and returns `R`.
@@ -200,6 +235,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("sigcoro: resume called on a coroutine that has already finished");
         };
         let link = stack.link();
+        // SAFETY: the header of an owned stack stays mapped; its coroutine reads this when it
+        // suspends while panicking (see `Yielder::suspend`).
+        unsafe { (*stack.header()).resumer_panicking.set(std::thread::panicking()) };
         let mut input = ManuallyDrop::new(input);
         let sent = Transfer {
             value: encode(&mut input),
@@ -394,7 +432,10 @@ where
     };
     let (lo, hi) = co.stack_bounds().expect("a new coroutine has a stack");
     on_stack(lo, hi);
-    let link = co.stack.as_ref().expect("a new coroutine has a stack").link();
+    let stack = co.stack.as_ref().expect("a new coroutine has a stack");
+    // SAFETY: the header of an owned stack stays mapped (see `Coroutine::resume`).
+    unsafe { (*stack.header()).resumer_panicking.set(std::thread::panicking()) };
+    let link = stack.link();
     let mut start = ManuallyDrop::new((f, input));
     let job = Job {
         run: entry_started::<F, I, Y, R>,

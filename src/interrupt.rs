@@ -13,6 +13,12 @@
 //! whole worker). They never run inside a [`no_preempt`](crate::no_preempt) region, nor while
 //! the interrupt is [blocked](Interrupt::block).
 //!
+//! A callback that panics is contained: the panic is caught where the callback runs, so it
+//! never unwinds the coroutine that happened to be at the safe point nor the worker's loop. It
+//! is counted ([`panics`](Interrupt::panics)), its message is kept
+//! ([`last_panic`](Interrupt::last_panic)) and one line goes to stderr (after the panic hook's
+//! own report); the interrupt stays usable and the callback runs again at the next signal.
+//!
 //! For event loops that wait on file descriptors, [`as_raw_fd`](Interrupt::as_raw_fd) gives an
 //! eventfd that becomes readable when the interrupt is signalled; with autodrain on (the
 //! default) it is drained just before the callback runs. Binding a POSIX signal
@@ -22,8 +28,9 @@
 use crate::sched::worker::{self, Shared};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 
 type Callback = Box<dyn FnMut(i32) + Send>;
 
@@ -44,6 +51,9 @@ struct Inner {
     hysteresis: AtomicBool,
     /// User handles (`Interrupt` values); the last one to go unbinds the signal.
     handles: std::sync::atomic::AtomicUsize,
+    /// How many times the callback panicked, and the message of the latest panic.
+    panics: AtomicU64,
+    last_panic: Mutex<Option<String>>,
 }
 
 /// A worker's registry of interrupts and whether any is pending.
@@ -127,6 +137,8 @@ impl Interrupt {
             bound_signal: AtomicI32::new(0),
             hysteresis: AtomicBool::new(false),
             handles: std::sync::atomic::AtomicUsize::new(1),
+            panics: AtomicU64::new(0),
+            last_panic: Mutex::new(None),
         });
         let registry = &local.rt.workers[local.index].interrupts;
         crate::preempt::lock(&registry.list).push(Arc::downgrade(&inner));
@@ -207,7 +219,11 @@ impl Interrupt {
         let new = new_eventfd()?;
         // SAFETY: dup2 onto the descriptor number we own; the new fd is closed after.
         if unsafe { libc::dup2(new.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("sigcoro: Interrupt: replacing its eventfd (dup2) failed: {err}"),
+            ));
         }
         Ok(())
     }
@@ -250,6 +266,18 @@ impl Interrupt {
                 drop(unsafe { Arc::from_raw(raw) });
             }
         }
+    }
+
+    /// How many times the callback has panicked. Each panic was caught where the callback ran
+    /// (see the [module docs](self)); the interrupt keeps working.
+    pub fn panics(&self) -> u64 {
+        self.inner.panics.load(Ordering::Acquire)
+    }
+
+    /// The message of the callback's latest panic, if it ever panicked (`"<non-string panic
+    /// payload>"` when the payload was neither a `&str` nor a `String`).
+    pub fn last_panic(&self) -> Option<String> {
+        crate::preempt::lock(&self.inner.last_panic).clone()
     }
 
     /// With hysteresis on, the bound signal's handler sets the signal to SIG_IGN and the
@@ -335,7 +363,7 @@ pub(crate) fn run_pending_on(registry: &Registry) {
             .filter(|i| i.pending.load(Ordering::Acquire) != 0)
             .collect()
     };
-    for irq in due {
+    for (i, irq) in due.iter().enumerate() {
         if irq.blocked.load(Ordering::Acquire) > 0 {
             continue; // unblock raises it again
         }
@@ -351,11 +379,63 @@ pub(crate) fn run_pending_on(registry: &Registry) {
             let _ = install_signal_handler(sig);
         }
         // A callback that reaches a safe point of its own does not run itself again.
-        if let Ok(mut cb) = irq.callback.try_lock() {
+        let mut cb = match irq.callback.try_lock() {
+            Ok(cb) => cb,
+            // Panics are caught inside the lock, so it is never poisoned; if it were, the
+            // callback is still whole (a `FnMut` box) and runs.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                irq.pending.store(value, Ordering::Release);
+                continue;
+            }
+        };
+        if CONTAINMENT_OFF.load(Ordering::Relaxed) {
+            // The tests' control: the old behaviour, the panic unwinds whoever ran the callback.
             cb(value);
-        } else {
-            irq.pending.store(value, Ordering::Release);
+            continue;
         }
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| cb(value)));
+        drop(cb);
+        if let Err(payload) = outcome {
+            if payload.is::<crate::sched::park::Cancelled>() {
+                // Not the callback's panic: the interrupted coroutine was cancelled and the
+                // callback reached one of its safe points. The cancellation goes on; the
+                // interrupts not run yet stay due for the next safe point or the worker loop.
+                if let Some(next) = due.get(i + 1) {
+                    next.raise();
+                }
+                panic::resume_unwind(payload);
+            }
+            irq.contain_panic(payload.as_ref());
+        }
+    }
+}
+
+/// Set by [`uncontained_callback_panics_for_tests`].
+static CONTAINMENT_OFF: AtomicBool = AtomicBool::new(false);
+
+/// The tests' control: callbacks run without `catch_unwind`, as before panics were contained,
+/// so a test can show the failure its fix prevents. Process-wide; tests call it in a child.
+#[doc(hidden)]
+pub fn uncontained_callback_panics_for_tests() {
+    CONTAINMENT_OFF.store(true, Ordering::Relaxed);
+}
+
+impl Inner {
+    /// Records a panic caught from the callback: counted, kept, and one line on stderr.
+    fn contain_panic(&self, payload: &(dyn std::any::Any + Send)) {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string panic payload>".to_owned());
+        let count = self.panics.fetch_add(1, Ordering::AcqRel) + 1;
+        eprintln!(
+            "sigcoro: an Interrupt callback on worker {} panicked ({count} so far): {message}; \
+             the panic was contained and the interrupt keeps working",
+            self.worker
+        );
+        *crate::preempt::lock(&self.last_panic) = Some(message);
     }
 }
 
@@ -363,7 +443,11 @@ fn new_eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the fd is owned at once.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("sigcoro: Interrupt: creating its eventfd failed: {err} (a descriptor; see ulimit -n)"),
+        ));
     }
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -411,7 +495,11 @@ fn install_signal_handler(sig: i32) -> io::Result<()> {
         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
         if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("sigcoro: Interrupt: installing the handler of signal {sig} failed: {err}"),
+            ));
         }
     }
     Ok(())

@@ -98,6 +98,13 @@ pub use sched::api::{
 pub use sched::local::CoroutineLocal;
 pub use sched::scope::{Scope, ScopedJoinHandle, scope};
 
+/// The tests' controls: switches that turn a fix off in a child process, so a test can show
+/// the failure the fix prevents. Not part of the API.
+#[doc(hidden)]
+pub mod __test {
+    pub use crate::sched::park::{spin_while_unwinding_for_tests, switch_while_unwinding_for_tests};
+}
+
 /// Internals exposed for the benchmarks only; not part of the API.
 #[doc(hidden)]
 pub mod __bench {

@@ -121,10 +121,14 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; SIGSEGV/SIGBUS carry
     // the faulting address.
     let addr = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: the kernel passes the interrupted context for SA_SIGINFO handlers.
+    let sp = unsafe { interrupted_sp(uctx) };
     // SAFETY: as above; the kernel passes the interrupted context for SA_SIGINFO handlers.
-    let hit = reserve::guard_hit(addr).or_else(|| unsafe { frame_push_failed(info, uctx) });
+    let hit = reserve::guard_hit(addr, sp).or_else(|| unsafe { frame_push_failed(info, uctx) });
     if let Some(header) = hit {
-        // SAFETY: the header of a slot whose guard was hit is mapped and written by this thread.
+        // SAFETY: the header of a slot whose guard was hit by a thread running in that slot's
+        // reservation is mapped: the reservation is held while one of its stacks is live (see
+        // `reserve::guard_hit`).
         unsafe { report(&*header) };
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
@@ -193,12 +197,25 @@ unsafe fn frame_push_failed(
     let reach = FRAME_REACH.load(Ordering::Relaxed);
     let mut below = 0;
     while below <= reach {
-        if let Some(header) = reserve::guard_hit(sp.wrapping_sub(below)) {
+        if let Some(header) = reserve::guard_hit(sp.wrapping_sub(below), sp) {
             return Some(header);
         }
         below += 1024;
     }
     None
+}
+
+/// The stack pointer of the interrupted context, or 0 if there is none.
+///
+/// # Safety
+///
+/// `uctx` is null or what the kernel passed to an `SA_SIGINFO` handler.
+unsafe fn interrupted_sp(uctx: *const libc::c_void) -> usize {
+    if uctx.is_null() {
+        return 0;
+    }
+    // SAFETY: per the contract, `uctx` is the interrupted thread's context.
+    unsafe { (*uctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSP as usize] as usize }
 }
 
 /// A fixed buffer that formats without allocating.

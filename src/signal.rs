@@ -19,19 +19,34 @@
 //! `sigqueue` value), to that thread with `rt_tgsigqueueinfo`. So the model holds whatever the
 //! other threads' masks are: no thread has to block anything, and code that runs when the signal
 //! lands (a coroutine, a worker, foreign code) never runs application logic in a handler. If
-//! every other thread of the process blocks the signal, the signalfd takes it directly. Only
+//! every other thread of the process blocks the signal, the signalfd takes it directly, which
+//! is how real-time signals travel (below). Only
 //! the code, sender and value survive the trip: other `siginfo` fields (a SIGCHLD's exit
 //! status, say) are not kept.
 //!
-//! When the last `Signals` for a signal is dropped, the disposition that was there before the
-//! first one was made is restored.
+//! When the last `Signals` for a standard signal is dropped, the disposition that was there
+//! before the first one was made is restored. A real-time signal keeps sigcoro's handler and
+//! stays blocked in the threads (below): later deliveries nobody asks for are dropped.
+//!
+//! # Real-time signals keep their order
+//!
+//! Process-directed deliveries of one real-time signal reach the [`Signals`] in the order the
+//! kernel queued them (the order sent). For that, only one thread may take them from the
+//! kernel's queue: when the first `Signals` for a real-time signal is made, sigcoro blocks it
+//! in every thread of the process and waits until each has (threads started later inherit the
+//! mask), and the dispatcher's signalfd takes them all. The masks, and sigcoro's handler, stay
+//! so after the last `Signals` for it is dropped (a thread that blocked the signal for a moment
+//! when it was asked may hold the request until it unblocks it). A copy directed at one thread (`pthread_sigqueue`, `tgkill`, a
+//! `SIGEV_THREAD_ID` timer) therefore stays pending in that thread and is not received, unless
+//! it is sent to a thread that unblocked the signal again: that thread's handler forwards it
+//! and blocks the signal once more. Standard signals are never blocked.
 //!
 //! # Coalescing and queueing
 //!
 //! - **Standard signals** (1 to 31) **coalesce**: deliveries of a signal that is already
 //!   pending, in the kernel or in a `Signals` that has not received it yet, count once.
 //! - **Real-time signals** (`SIGRTMIN()` to `SIGRTMAX()`) **queue**: each delivery is received
-//!   once, in the order sent, with its value, up to [`MAX_QUEUED`] waiting per `Signals`
+//!   once, in the order sent (see below), with its value, up to [`MAX_QUEUED`] waiting per `Signals`
 //!   (beyond that, new ones are dropped) and within the kernel's `RLIMIT_SIGPENDING`.
 //!
 //! # Who gets a signal
@@ -47,6 +62,11 @@
 //! SIGSEGV and SIGBUS), the runtime's own signals ([`crate::boot_signal`], and `SIGRTMAX() - 2`,
 //! reserved for preemption), and the two real-time signals below `SIGRTMIN()` that the C
 //! library keeps for itself. Asking for one is an `InvalidInput` error that says why.
+
+mod order;
+
+#[doc(hidden)]
+pub use order::unordered_real_time_signals_for_tests;
 
 use crate::io::reactor::{Locked, lock};
 use crate::sync::{Condvar, Mutex as CoMutex};
@@ -322,7 +342,9 @@ impl Registry {
         // SAFETY: `self.mask` is an initialised sigset_t; -1 asks for a new signalfd.
         let fd = unsafe { libc::signalfd(-1, &self.mask, libc::SFD_CLOEXEC) };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(os_error(
+                "creating the dispatcher's signalfd (a descriptor; see ulimit -n)",
+            ));
         }
         // SAFETY: a fresh fd nobody else owns.
         let sfd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -339,6 +361,12 @@ impl Registry {
                     let _ = tx.send(tid);
                     dispatch(raw);
                 })
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("sigcoro::signal: starting the dispatcher thread failed: {e}"),
+            )
         })?;
         drop(spawned);
         let tid = rx
@@ -359,7 +387,7 @@ impl Registry {
             let sfd = self.sfd.as_ref().expect("started").as_raw_fd();
             // SAFETY: updating the mask of our own signalfd.
             if unsafe { libc::signalfd(sfd, &self.mask, libc::SFD_CLOEXEC) } < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(os_error(&format!("adding signal {sig} to the dispatcher's signalfd")));
             }
             // SAFETY: sigaction is plain data; zeroes are a valid start.
             let mut sa: libc::sigaction = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -371,18 +399,31 @@ impl Registry {
             let mut old: libc::sigaction = unsafe { MaybeUninit::zeroed().assume_init() };
             // SAFETY: valid pointers; `forward` is async-signal-safe.
             if unsafe { libc::sigaction(sig, &sa, &mut old) } != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(os_error(&format!("installing the handler of signal {sig}")));
             }
             self.users[i].1 = Some(old);
+            if order::is_real_time(sig) {
+                self.users[i].0 += 1;
+                if let Err(e) = order::block_everywhere(sig, DISPATCHER.load(Ordering::Acquire)) {
+                    self.release(sig);
+                    return Err(e);
+                }
+                return Ok(());
+            }
         }
         self.users[i].0 += 1;
         Ok(())
     }
 
-    /// One subscription less for `sig`: the last one restores the previous action.
+    /// One subscription less for `sig`: the last one restores the previous action, except for
+    /// a real-time signal (see the module docs): a request to block it may still wait in a
+    /// thread that blocks it, and must meet `forward` whenever that thread unblocks it.
     fn release(&mut self, sig: libc::c_int) {
         let i = sig as usize;
         self.users[i].0 -= 1;
+        if order::is_real_time(sig) && !order::ORDER_OFF.load(Ordering::Relaxed) {
+            return;
+        }
         if self.users[i].0 == 0
             && let Some(old) = self.users[i].1.take()
         {
@@ -390,6 +431,12 @@ impl Registry {
             unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
         }
     }
+}
+
+/// The last OS error, saying what `sigcoro::signal` was doing.
+fn os_error(what: &str) -> io::Error {
+    let err = io::Error::last_os_error();
+    io::Error::new(err.kind(), format!("sigcoro::signal: {what} failed: {err}"))
 }
 
 /// Runs `f` with every signal blocked in this thread, then restores the mask.
@@ -424,14 +471,28 @@ struct RtInfo {
 const _: () = assert!(size_of::<RtInfo>() == size_of::<libc::siginfo_t>());
 
 /// The handler of every subscribed signal: re-queue it, with its siginfo, to the dispatcher.
-/// Async-signal-safe: two syscalls, no allocation, errno saved.
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+/// A real-time signal is also blocked in the mask this thread returns to (see the module docs);
+/// a request to block it ([`order::BLOCK_TAG`]) is counted, not forwarded.
+/// Async-signal-safe: three syscalls at most, no allocation, errno saved.
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: errno is thread-local and always addressable.
     let errno = unsafe { *libc::__errno_location() };
+    if order::is_real_time(sig) && !ctx.is_null() && !order::ORDER_OFF.load(Ordering::Relaxed) {
+        // SAFETY: with SA_SIGINFO the kernel passes the interrupted context, whose mask it
+        // restores when the handler returns; sigaddset is async-signal-safe.
+        unsafe { libc::sigaddset(&mut (*ctx.cast::<libc::ucontext_t>()).uc_sigmask, sig) };
+    }
     let tid = DISPATCHER.load(Ordering::Relaxed);
     if tid > 0 && !info.is_null() {
         // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t, which RtInfo mirrors.
         let mut si = unsafe { info.cast::<RtInfo>().read() };
+        // SAFETY: getpid is async-signal-safe.
+        if si.code == libc::SI_QUEUE && si.value == order::BLOCK_TAG && si.pid == unsafe { libc::getpid() } {
+            order::BLOCKED.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
+            return;
+        }
         if si.code >= 0 || si.code == libc::SI_TKILL {
             // The kernel only lets a thread queue SI_QUEUE-coded signals to another thread.
             si.value = FORWARD_TAG | u64::from(si.code as u32);

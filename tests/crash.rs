@@ -7,88 +7,19 @@
 
 mod common;
 
-use common::{child_command, is_child};
+use common::child::Outcome;
+use common::is_child;
 use sigcoro::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use sigcoro::stack::{guards_are_lightweight, thread_stats};
-use std::fmt;
 use std::hint::black_box;
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How a child ended, and what it printed.
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "child {:?} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Re-runs this binary with only `test` selected, as its child; kills it after `timeout`.
+/// Re-runs this binary with only `test` selected, as its child, without core dumps; kills it
+/// after `timeout`.
 fn run_child(test: &str, timeout: Duration) -> Outcome {
-    let mut cmd = child_command(test);
-    cmd.arg("--include-ignored")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are
-    // allowed: setrlimit is one, and it touches nothing of the parent's state.
-    unsafe {
-        cmd.pre_exec(|| {
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            Ok(())
-        });
-    }
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawning the child");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let status = child.wait().expect("reaping the killed child");
-            let out = Outcome {
-                status,
-                stdout: stdout.join().unwrap_or_default(),
-                stderr: stderr.join().unwrap_or_default(),
-                elapsed: start.elapsed(),
-            };
-            panic!("the child did not finish within {timeout:?}: {out:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-        elapsed: start.elapsed(),
-    }
+    common::child::run(test, timeout, &[])
 }
 
 /// Recurses until the stack runs out. The local array (black-boxed) and the use of the

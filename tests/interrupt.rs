@@ -175,3 +175,135 @@ fn an_interrupt_outliving_its_runtime_is_harmless() {
         irq.signal(v);
     }
 }
+
+/// A callback that panics on its first value and reports every value it sees first.
+fn panics_on_one(tx: mpsc::Sender<i32>) -> impl FnMut(i32) + Send + 'static {
+    move |v| {
+        tx.send(v).unwrap();
+        if v == 1 {
+            panic!("callback boom");
+        }
+    }
+}
+
+/// A bystander coroutine creates an interrupt whose callback panics on its first value, then
+/// spins through safe points (where the callback runs) until told to stop. Returns how the
+/// bystander ended, and the interrupt.
+fn bystander_meets_a_panicking_callback() -> (Result<&'static str, String>, Interrupt, Vec<i32>) {
+    let rt = rt_no_preempt(1);
+    let (tx, rx) = mpsc::channel();
+    let (irq_tx, irq_rx) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let bystander = rt.spawn(move || {
+        irq_tx.send(Interrupt::new(panics_on_one(tx)).unwrap()).unwrap();
+        let mut cp = sigcoro::Checkpoints::every(64);
+        while !d.load(Ordering::SeqCst) {
+            cp.tick();
+        }
+        "survived"
+    });
+    let irq = irq_rx.recv().unwrap();
+    irq.signal(1);
+    let mut seen = vec![rx.recv_timeout(Duration::from_secs(30)).unwrap()];
+    // A contained panic leaves the callback usable: a second value runs it again.
+    irq.signal(2);
+    if let Ok(v) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(v);
+    }
+    done.store(true, Ordering::SeqCst);
+    let ended = bystander.join().map_err(|p| {
+        p.try_into_panic()
+            .ok()
+            .and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "<cancelled or other payload>".into())
+    });
+    (ended, irq, seen)
+}
+
+#[test]
+fn a_panicking_callback_leaves_the_interrupted_coroutine_alone() {
+    let (ended, irq, seen) = bystander_meets_a_panicking_callback();
+    assert_eq!(ended, Ok("survived"), "the bystander was unwound");
+    assert_eq!(seen, [1, 2], "the callback did not run again after its panic");
+    assert_eq!(irq.panics(), 1);
+    assert_eq!(irq.last_panic().as_deref(), Some("callback boom"));
+}
+
+/// The control of the test above: with containment switched off, the same program unwinds the
+/// bystander with the callback's panic.
+#[test]
+fn control_an_uncontained_callback_panic_unwinds_the_bystander() {
+    const TEST: &str = "control_an_uncontained_callback_panic_unwinds_the_bystander";
+    if !common::is_child(TEST) {
+        let out = common::child::run(TEST, Duration::from_secs(120), &[]);
+        assert!(out.status.success(), "{out:?}");
+        return;
+    }
+    sigcoro::interrupt::uncontained_callback_panics_for_tests();
+    let (ended, irq, _) = bystander_meets_a_panicking_callback();
+    assert_eq!(ended, Err("callback boom".to_string()));
+    assert_eq!(irq.panics(), 0);
+}
+
+#[test]
+fn a_panicking_callback_in_the_worker_loop_is_contained_and_reported() {
+    const TEST: &str = "a_panicking_callback_in_the_worker_loop_is_contained_and_reported";
+    if !common::is_child(TEST) {
+        let out = common::child::run(TEST, Duration::from_secs(120), &[]);
+        assert!(out.status.success(), "{out:?}");
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("sigcoro: an Interrupt callback"))
+            .collect();
+        assert_eq!(lines.len(), 1, "one report line per panic: {out:?}");
+        assert!(lines[0].contains("callback boom"), "{out:?}");
+        return;
+    }
+    let rt = rt(1);
+    let (tx, rx) = mpsc::channel();
+    let irq = rt.block_on(move || Interrupt::new(panics_on_one(tx)).unwrap());
+    // Nothing runs on the worker now: the callback runs in its loop.
+    irq.signal(1);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 1);
+    // The worker lives on and answers.
+    let rt = common::with_timeout(Duration::from_secs(30), move || {
+        assert_eq!(rt.block_on(|| 7), 7);
+        rt
+    });
+    irq.signal(2);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(2), "not run again");
+    assert_eq!(irq.panics(), 1);
+    assert_eq!(irq.last_panic().as_deref(), Some("callback boom"));
+    drop(rt);
+}
+
+/// The control of the test above: with containment switched off, the callback's panic kills
+/// the worker thread and the next `block_on` never answers.
+#[test]
+fn control_an_uncontained_callback_panic_kills_the_worker_loop() {
+    const TEST: &str = "control_an_uncontained_callback_panic_kills_the_worker_loop";
+    if !common::is_child(TEST) {
+        let out = common::child::run(TEST, Duration::from_secs(120), &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout.contains("NO ANSWER"), "{out:?}");
+        return;
+    }
+    sigcoro::interrupt::uncontained_callback_panics_for_tests();
+    let rt = rt(1);
+    let (tx, rx) = mpsc::channel();
+    let irq = rt.block_on(move || Interrupt::new(panics_on_one(tx)).unwrap());
+    irq.signal(1);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 1);
+    let (answer_tx, answer_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answer_tx.send(rt.block_on(|| 7));
+    });
+    match answer_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(v) => panic!("the worker answered {v}"),
+        Err(_) => println!("NO ANSWER"),
+    }
+    // The runtime cannot shut down (its worker is gone): leave without dropping it.
+    std::process::exit(0);
+}

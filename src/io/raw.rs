@@ -165,7 +165,7 @@ impl ReactorInner {
             if watch.closed.load(Ordering::Acquire) {
                 return Err(closed_error(fd));
             }
-            park_until(deadline);
+            park_until(deadline, "a descriptor wait (sigcoro::io)");
             let mut table = lock(&self.raw);
             let fired = table
                 .fds

@@ -152,7 +152,7 @@ impl ScheduledIo {
             queued: true,
         };
         loop {
-            park_until(deadline);
+            park_until(deadline, "a socket operation (sigcoro::net)");
             let mut st = lock(&self.state);
             let Some(i) = st.waiters[d].iter().position(|(w, _)| *w == id) else {
                 guard.queued = false;

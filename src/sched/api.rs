@@ -34,18 +34,50 @@ fn running(what: &str) -> &'static Task {
 /// queue: another worker may take it before it runs) and stays on whichever worker first runs
 /// it.
 ///
+/// A coroutine of a runtime that is shutting down (a destructor run by its cancellation, say)
+/// gets a handle to a coroutine that never starts: `f` is dropped unrun, and `join` returns a
+/// [`JoinError`] that [is cancelled](JoinError::is_cancelled) and says why. Panicking there
+/// instead would abort the process (a panic in a destructor during unwinding).
+///
 /// # Panics
 ///
-/// Outside a runtime, after the runtime began shutting down, or when no stack can be had;
-/// [`Builder::spawn`] returns those as errors instead.
+/// Outside a runtime, or when the coroutine's stack size is refused; [`Builder::spawn`]
+/// returns those as errors instead, and the shutdown too.
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new()
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("sigcoro::spawn: {e}"))
+    match Builder::new().spawn(f) {
+        Ok(handle) => handle,
+        Err(e) => match worker::local() {
+            Some(local) if local.rt.shutdown.load(Ordering::Acquire) => {
+                not_started(&local.rt, std::any::type_name::<F>)
+            }
+            _ => panic!("sigcoro::spawn: {e}"),
+        },
+    }
+}
+
+/// A handle to a coroutine that was spawned while its runtime was shutting down: it has ended
+/// already, never started, and was never counted as alive.
+fn not_started<T>(rt: &Arc<Shared>, entry: fn() -> &'static str) -> JoinHandle<T> {
+    let body: Body = Box::new(|| {});
+    let task = Arc::new(Task::new(
+        coroutine::next_id(),
+        None,
+        entry,
+        rt.clone(),
+        rt.stack_size,
+        body,
+    ));
+    // SAFETY: nobody else has the task yet.
+    drop(unsafe { task.body().take() });
+    task.deliver(Err(JoinErrorKind::NotStarted));
+    JoinHandle {
+        task,
+        _marker: PhantomData,
+    }
 }
 
 /// Sets up a coroutine before spawning it: name and stack size, as `std::thread::Builder`.
@@ -231,6 +263,10 @@ impl<T: 'static> JoinHandle<T> {
     /// worker gets to it (see ARCHITECTURE.md, "Scheduling"). A join is a safe point. A coroutine
     /// cancelled before or while it waits in `join` unwinds there; one that finds the joined
     /// coroutine ended, or runs it to its end in place, gets its outcome.
+    ///
+    /// In a destructor that runs while the caller unwinds (a panic, or [`cancel`](Self::cancel)),
+    /// a `join` that would have to wait ends the process with a message naming it (see
+    /// "Waiting in destructors" at [`cancel`](Self::cancel)).
     pub fn join(self) -> Result<T, JoinError> {
         let JoinHandle { task, .. } = self;
         // A join is a safe point, like every runtime call.
@@ -238,7 +274,7 @@ impl<T: 'static> JoinHandle<T> {
         if !task.is_done() {
             worker::run_if_unstarted_here(&task);
         }
-        task.wait_done(|| park::park_until(None));
+        task.wait_done(|| park::park_until(None, "JoinHandle::join"));
         let (outcome, id) = (task.take_outcome(), task.id);
         super::recycle::give_back(task);
         match outcome {
@@ -253,6 +289,10 @@ impl<T: 'static> JoinHandle<T> {
                 repr: Repr::Cancelled,
                 id,
             }),
+            Err(JoinErrorKind::NotStarted) => Err(JoinError {
+                repr: Repr::NotStarted,
+                id,
+            }),
         }
     }
 
@@ -264,6 +304,20 @@ impl<T: 'static> JoinHandle<T> {
     /// Asks the coroutine to stop: at its next park, sleep or yield it unwinds, so its
     /// destructors run and its locks are released; `join` then returns a cancelled error. A
     /// coroutine that never waits is not interrupted (preemption does not cancel).
+    ///
+    /// # Waiting in destructors
+    ///
+    /// While it unwinds, the coroutine cannot park: std's panic count, which
+    /// `std::thread::panicking` reads, is per OS thread and every coroutine of the worker runs
+    /// on that thread, so any coroutine resumed meanwhile would see it. A destructor that runs
+    /// then (here, or during a panic) may do what needs no waiting: a `try_` operation, a send
+    /// on a channel with room, an uncontended `Mutex::lock`, a `join` of a coroutine that has
+    /// ended, a `spawn` (a coroutine that is not unwinding may do the waiting). `sleep` blocks
+    /// the worker thread for its duration, and `blocking` blocks it until its job is done. A
+    /// wait that would have to park (`join` of a running coroutine, `recv` on an empty
+    /// channel, a contended `Mutex::lock`, `scope` with coroutines still running, ...) ends the
+    /// process at once with a message that names the call, as std does for a panic that cannot
+    /// unwind: spinning instead would hang the worker.
     pub fn cancel(&self) {
         self.task.cancel();
     }
@@ -290,6 +344,7 @@ impl<T> fmt::Debug for JoinHandle<T> {
 enum Repr {
     Panic(Box<dyn Any + Send>),
     Cancelled,
+    NotStarted,
 }
 
 /// Why a joined coroutine has no value: it panicked, or it was cancelled.
@@ -304,9 +359,10 @@ impl JoinError {
         matches!(self.repr, Repr::Panic(_))
     }
 
-    /// Whether the coroutine was cancelled.
+    /// Whether the coroutine was cancelled (also when it never started, having been spawned
+    /// while its runtime was shutting down; see [`spawn`]).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled)
+        matches!(self.repr, Repr::Cancelled | Repr::NotStarted)
     }
 
     /// The panic payload, to inspect or to `resume_unwind` with.
@@ -323,7 +379,7 @@ impl JoinError {
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, JoinError> {
         match self.repr {
             Repr::Panic(p) => Ok(p),
-            Repr::Cancelled => Err(self),
+            Repr::Cancelled | Repr::NotStarted => Err(self),
         }
     }
 }
@@ -338,6 +394,12 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Cancelled => write!(f, "coroutine {} was cancelled", self.id),
+            Repr::NotStarted => write!(
+                f,
+                "coroutine {} never started: it was spawned while its runtime was shutting down (its \
+                 closure was dropped unrun; this counts as a cancellation)",
+                self.id
+            ),
             Repr::Panic(p) => {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -376,11 +438,24 @@ pub fn sleep(dur: Duration) {
 
 /// Sleeps the running coroutine until `deadline`.
 ///
+/// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), the
+/// coroutine cannot park: the worker thread sleeps instead, and the worker's other coroutines
+/// wait meanwhile (see "Waiting in destructors" at [`JoinHandle::cancel`]).
+///
 /// # Panics
 ///
 /// Outside a runtime.
 pub fn sleep_until(deadline: Instant) {
     let task = running("sleep_until");
+    if std::thread::panicking() && !super::park::REFUSAL_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        // A coroutine that unwinds cannot park (see the module docs of `park`): the thread
+        // sleeps, so nothing else runs on it meanwhile, and nothing spins.
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        return;
+    }
     while Instant::now() < deadline {
         task.deadline.set(Some(deadline));
         wait(task, Action::Sleep);
@@ -391,12 +466,16 @@ pub fn sleep_until(deadline: Instant) {
 /// Parks the running coroutine until [`GreenThread::unpark`] is called on it (or spuriously),
 /// as `std::thread::park`.
 ///
+/// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `park` that
+/// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+/// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
+///
 /// # Panics
 ///
 /// Outside a runtime.
 pub fn park() {
     running("park");
-    park::park_until(None);
+    park::park_until(None, "sigcoro::park");
 }
 
 /// Parks the running coroutine for at most `dur`, as `std::thread::park_timeout`.
@@ -406,7 +485,7 @@ pub fn park() {
 /// Outside a runtime.
 pub fn park_timeout(dur: Duration) {
     running("park_timeout");
-    park::park_until(Some(Instant::now() + dur));
+    park::park_until(Some(Instant::now() + dur), "sigcoro::park_timeout");
 }
 
 /// A handle to the running coroutine.

@@ -11,12 +11,28 @@
 //!
 //! Inside a coroutine, `park_until` is a cancellation point: if the coroutine was cancelled it
 //! unwinds (so callers must keep their state consistent across it, e.g. with a drop guard).
+//!
+//! # No parking while unwinding
+//!
+//! A coroutine never switches out while it unwinds (a panic, or a cancellation), at a wait nor
+//! at a safe point. std keeps the panic count that `std::thread::panicking` reads per OS
+//! thread, and every coroutine of a worker runs on that one thread: any coroutine resumed in
+//! the unwinding one's place would see `panicking()` true (a `Drop` of its own would then
+//! behave as if it unwound; a `MutexGuard` would poison its lock). std offers no way to set
+//! the count aside, and nothing else may run on the thread meanwhile, so a wait that must park
+//! there cannot be made to work: [`park_until`] and [`park_uncancelled`] end the process at
+//! once with a message naming the call ([`refuse_wait_while_unwinding`]). Waiting without
+//! parking (spinning) would hang the worker silently, and blocking the thread would deadlock
+//! as soon as the awaited event depends on another coroutine of the same worker. A wait that
+//! need not park (a token already there, a value already sent, an uncontended lock, a joined
+//! coroutine already ended) returns as usual. `sleep` blocks the worker thread instead
+//! (nothing can deadlock on time), and `blocking` waits for its helper thread the same way.
 
 use super::task::{Action, EMPTY, NOTIFIED, Task};
 use super::worker;
 use std::panic;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// A handle that wakes one parked coroutine or thread.
@@ -106,7 +122,8 @@ fn start_cancel_unwind() {
 
 /// Suspends the running task to its worker with `action`: the one way a coroutine waits.
 /// Does nothing while the coroutine unwinds (it never switches out mid-unwind, which would
-/// leave the thread's panic count raised under other coroutines).
+/// leave the thread's panic count raised under other coroutines): a yield or a preemption is
+/// skipped, and the parking waits never get here then (see the module docs).
 #[inline(always)]
 pub(crate) fn wait(task: &Task, action: Action) {
     check_cancelled(task);
@@ -117,7 +134,7 @@ pub(crate) fn wait(task: &Task, action: Action) {
 /// [`wait`] without its cancellation checks.
 #[inline(always)]
 fn wait_uncancelled(task: &Task, action: Action) {
-    if std::thread::panicking() {
+    if std::thread::panicking() && !crate::coroutine::SWITCH_WHILE_UNWINDING.load(Ordering::Relaxed) {
         return;
     }
     debug_assert_eq!(
@@ -150,8 +167,9 @@ fn wait_uncancelled(task: &Task, action: Action) {
 }
 
 /// Parks the caller until its token is set or `deadline` passes (never, for `None`); may
-/// return spuriously.
-pub(crate) fn park_until(deadline: Option<Instant>) {
+/// return spuriously. `what` names the public call that waits, for the message of
+/// [`refuse_wait_while_unwinding`] (a coroutine that unwinds cannot park).
+pub(crate) fn park_until(deadline: Option<Instant>, what: &str) {
     let Some(task) = current_task() else {
         match deadline {
             None => std::thread::park(),
@@ -172,6 +190,9 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
         check_cancelled(task);
         return;
     }
+    if std::thread::panicking() {
+        refuse_wait_while_unwinding(task, what);
+    }
     task.deadline.set(deadline);
     wait(
         task,
@@ -184,14 +205,17 @@ pub(crate) fn park_until(deadline: Option<Instant>) {
 
 /// Parks like [`park_until`] with no deadline, but is no cancellation point: for a wait that
 /// must outlast a cancellation (a scope waiting for the coroutines that borrow from it). A
-/// cancellation wakes it, as any unpark does.
-pub(crate) fn park_uncancelled() {
+/// cancellation wakes it, as any unpark does. `what` as for [`park_until`].
+pub(crate) fn park_uncancelled(what: &str) {
     let Some(task) = current_task() else {
         std::thread::park();
         return;
     };
     if take_token(task) {
         return;
+    }
+    if std::thread::panicking() {
+        refuse_wait_while_unwinding(task, what);
     }
     wait_uncancelled(task, Action::Park { timed: false });
     task.park.store(EMPTY, Ordering::Release);
@@ -206,4 +230,57 @@ fn take_token(task: &Task) -> bool {
             .park
             .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+}
+
+/// Set by [`spin_while_unwinding_for_tests`].
+pub(crate) static REFUSAL_OFF: AtomicBool = AtomicBool::new(false);
+
+/// The tests' control: a wait that would park while its coroutine unwinds returns at once
+/// instead of ending the process, and `sleep` loops over such returns, as before (the hang and
+/// the busy wait the fix replaces). Process-wide; not part of the API.
+#[doc(hidden)]
+pub fn spin_while_unwinding_for_tests() {
+    REFUSAL_OFF.store(true, Ordering::Relaxed);
+}
+
+/// The tests' control: a coroutine that unwinds switches out at its yields and safe points,
+/// which it never does otherwise, so a test can show that the coroutine resumed in its place
+/// would see `std::thread::panicking()` true. Unsound on purpose; process-wide; not part of
+/// the API.
+#[doc(hidden)]
+pub fn switch_while_unwinding_for_tests() {
+    crate::coroutine::SWITCH_WHILE_UNWINDING.store(true, Ordering::Relaxed);
+}
+
+/// Ends the process: `what`, called by the running coroutine `task` while it unwinds (from a
+/// destructor), would have to park, which cannot be done (see the module docs). Writes why to
+/// stderr with `write(2)` and aborts, as std does for a panic that cannot unwind.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse_wait_while_unwinding(task: &Task, what: &str) {
+    if REFUSAL_OFF.load(Ordering::Relaxed) {
+        return;
+    }
+    let who = match &task.name {
+        Some(name) => format!("coroutine '{name}' (id {})", task.id),
+        None => format!("coroutine {}", task.id),
+    };
+    let msg = format!(
+        "sigcoro: {what} would have to wait inside a destructor that runs while {who} unwinds \
+         (a panic, or JoinHandle::cancel). A coroutine cannot park while it unwinds: the thread's \
+         panic state (std::thread::panicking) is shared by every coroutine of its worker, so any \
+         other coroutine resumed meanwhile would see it, and waiting without parking would hang \
+         the worker. Finish the wait before unwinding starts, or give it to a coroutine that is \
+         not unwinding (sigcoro::spawn works in a destructor). Aborting.\n"
+    );
+    let mut rest = msg.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: write(2) from a live buffer to stderr.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+    std::process::abort();
 }

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 /// Spawns coroutines that may borrow non-`'static` data, as `std::thread::scope`: every
 /// coroutine spawned in the scope is joined before this returns.
 ///
+/// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `scope` whose coroutines still run that
+/// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+/// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
+///
 /// ```
 /// let rt = sigcoro::Runtime::builder().workers(2).build().unwrap();
 /// rt.block_on(|| {
@@ -51,7 +55,7 @@ where
     // wait is on the scope's own count, not on the coroutines' join handles, which a
     // coroutine of the scope may be joining meanwhile. Never unwinds for cancellation.
     while scope.data.running.load(Ordering::Acquire) != 0 {
-        park::park_uncancelled();
+        park::park_uncancelled("sigcoro::scope (waiting for its coroutines)");
     }
     match result {
         Err(payload) => panic::resume_unwind(payload),

@@ -66,6 +66,8 @@ const DONE: u8 = 2;
 pub(crate) enum JoinErrorKind {
     Panic(Box<dyn Any + Send>),
     Cancelled,
+    /// Spawned by a coroutine of a runtime that was shutting down: never started.
+    NotStarted,
 }
 
 /// A spawned coroutine.

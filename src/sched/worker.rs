@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod fds;
 mod idle;
 mod inline;
 mod settle;
@@ -116,9 +117,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(workers: usize, stack_size: usize, preempt: PreemptConfig) -> io::Result<Shared> {
-        let workers = (0..workers)
-            .map(|_| WorkerShared::new())
-            .collect::<io::Result<Vec<_>>>()?;
+        let workers = (0..workers).map(WorkerShared::new).collect::<io::Result<Vec<_>>>()?;
         Ok(Shared {
             workers: workers.into_boxed_slice(),
             shutdown: AtomicBool::new(false),
@@ -183,17 +182,18 @@ impl WorkerShared {
         self.idle.load(Ordering::SeqCst)
     }
 
-    fn new() -> io::Result<WorkerShared> {
+    /// The shared part of worker `index`; errors name the descriptor and the worker.
+    fn new(index: usize) -> io::Result<WorkerShared> {
         // SAFETY: plain syscalls; the fds are owned at once.
         let (eventfd, epoll) = unsafe {
             let efd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
             if efd < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(fds::creating(&format!("the wake-up eventfd of worker {index}")));
             }
             let eventfd = OwnedFd::from_raw_fd(efd);
             let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
             if ep < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(fds::creating(&format!("the epoll instance of worker {index}")));
             }
             let epoll = OwnedFd::from_raw_fd(ep);
             let mut ev = libc::epoll_event {
@@ -201,7 +201,9 @@ impl WorkerShared {
                 u64: 0,
             };
             if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(fds::creating(&format!(
+                    "the registration of worker {index}'s eventfd in its epoll instance"
+                )));
             }
             (eventfd, epoll)
         };

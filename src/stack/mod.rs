@@ -12,6 +12,7 @@
 //! `MADV_GUARD_INSTALL` (Linux 6.13+), which adds no kernel mapping, or from `mprotect` on older
 //! kernels. The header holds the two saved contexts and what an overflow report needs.
 
+mod limits;
 pub(crate) mod pool;
 pub(crate) mod reserve;
 
@@ -55,6 +56,10 @@ pub(crate) struct Header {
     pub id: u64,
     name_len: u8,
     name: [u8; NAME_CAP],
+    /// Whether the coroutine's resumer was unwinding (`std::thread::panicking`) when it
+    /// resumed the coroutine last: a suspend while panicking hands that state back to it, which
+    /// is right only then. Written by the resumer, read by the coroutine, on one thread.
+    pub resumer_panicking: std::cell::Cell<bool>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
@@ -69,6 +74,7 @@ impl Header {
             id: 0,
             name_len: 0,
             name: [0; NAME_CAP],
+            resumer_panicking: std::cell::Cell::new(false),
         }
     }
 
@@ -194,6 +200,14 @@ pub(crate) fn stride_for(size: usize) -> usize {
 #[doc(hidden)]
 pub fn disable_frame_push_reports_for_tests() {
     crate::overflow::FRAME_PUSH_REPORTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The tests' control for returned reservations: switches returning idle reservations off,
+/// as before they were returned, so a test can show that many stack sizes then exhaust the
+/// table. Process-wide; not part of the API.
+#[doc(hidden)]
+pub fn keep_stack_reservations_for_tests() {
+    reserve::RECLAIM_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]

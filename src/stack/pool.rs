@@ -4,7 +4,9 @@
 //! finished coroutine's stack waits in its trampoline loop, so the next coroutine on it costs a
 //! switch and no syscall. Each thread keeps up to [`POOL_CAP`] idle stacks per size; beyond that,
 //! and when the thread exits, they go back to the process-wide reserve, which returns their
-//! cold pages to the kernel once it holds more than it should keep warm.
+//! cold pages to the kernel once it holds more than it should keep warm. A thread keeps the
+//! stacks of its [`POOL_CLASSES`] most recently used sizes: those of a size it has not used
+//! for a while go back to the reserve too, which can then return whole reservations.
 
 use super::{Header, Stack, reserve, stride_for};
 use crate::context::boot;
@@ -14,6 +16,8 @@ use std::ptr::NonNull;
 
 /// Idle stacks a thread keeps per size; past that it hands half to the process at once.
 const POOL_CAP: usize = 4096;
+/// Stack sizes a thread keeps idle stacks of; the least recently used size goes past that.
+const POOL_CLASSES: usize = 8;
 /// The most stacks booted in one go when the pool runs dry.
 const MAX_BATCH: usize = 32;
 /// The most idle stacks adopted from the process in one go.
@@ -39,13 +43,21 @@ struct Pool {
 }
 
 impl Pool {
+    /// The idle stacks of `stride`, made the most recently used size. The common case is one
+    /// size per thread, kept first.
     fn class(&mut self, stride: usize) -> &mut Vec<Stack> {
-        // The common case is one size per thread, kept first.
-        if let Some(i) = self.classes.iter().position(|(s, _)| *s == stride) {
-            return &mut self.classes[i].1;
+        match self.classes.iter().position(|(s, _)| *s == stride) {
+            Some(0) => {}
+            Some(i) => self.classes[..=i].rotate_right(1),
+            None => {
+                self.classes.insert(0, (stride, Vec::new()));
+                if self.classes.len() > POOL_CLASSES {
+                    let (_, stale) = self.classes.pop().expect("more than one class");
+                    reserve::give_idle(stale);
+                }
+            }
         }
-        self.classes.push((stride, Vec::new()));
-        &mut self.classes.last_mut().expect("just pushed").1
+        &mut self.classes[0].1
     }
 
     fn refill(&mut self, stride: usize) -> io::Result<()> {

@@ -4,47 +4,109 @@
 //! default) then caps a process near 32,700 stacks. Here each reservation holds many slots and
 //! each slot's guard page is installed with `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+), which
 //! creates no new mapping, so a million guarded stacks need a few hundred mappings. On older
-//! kernels the guard falls back to `mprotect`.
+//! kernels the guard falls back to `mprotect`. Idle booted stacks that threads give back wait
+//! here for other threads.
 //!
-//! Reservations are never unmapped: the overflow handler must be able to read the table of
-//! them from a signal handler at any time, and unused slots cost address space only. Idle
-//! booted stacks that threads give back wait here for other threads.
+//! A reservation whose every carved slot waits here idle (no coroutine, no thread's pool holds
+//! one of its stacks) is returned to the kernel when a new one is needed and the table of them
+//! is full, or when the kernel refuses a new mapping: a process that went through many stack
+//! sizes keeps working. Its idle stacks are forgotten (their parked contexts own nothing).
 //!
-//! The chunk table is a fixed array of atomics appended under the lock and read without it,
-//! which is what an async-signal-safe reader needs.
+//! The overflow handler reads the table of reservations from a signal handler at any time, so
+//! the table is a fixed array of entries written under the lock and read without it: each entry
+//! is a seqlock (a sequence number, odd while the entry changes, around plain atomic words).
+//! An entry is cleared before its mapping is unmapped, and a reader skips an entry that
+//! changed under it. That is sound because the only entries that ever change are those of a
+//! reservation being made (none of its stacks exists yet) or being returned (none of its
+//! stacks is alive), and a fault the handler must report comes from a live stack: the handler
+//! reports only a fault whose thread's stack pointer lies in the same reservation, so the
+//! header it then reads cannot be unmapped under it. A returned reservation's idle stacks are
+//! dropped from the reserve under the same lock, so none is handed out or looked up again.
 
+use super::limits::limit_error;
 use super::{HEADER_SIZE, Header, Stack, page_size};
 use memmap2::{MmapMut, MmapOptions};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 
 /// `madvise` advice that installs guard pages without splitting the mapping (Linux 6.13+).
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
-/// Most reservations the process may make. With reservations growing to 1 GiB each this is
-/// terabytes of stacks; the table lives in zero pages until used.
+/// Most reservations the process may hold at once. With reservations growing to 1 GiB each
+/// this is terabytes of stacks; the table lives in zero pages until used.
 const MAX_CHUNKS: usize = 8192;
 /// Slots in the first reservation of a size; each next one doubles, up to [`MAX_CHUNK_BYTES`].
 const FIRST_CHUNK_SLOTS: usize = 16;
 const MAX_CHUNK_BYTES: usize = 1 << 30;
 
+/// One reservation as the overflow handler sees it; `len == 0` marks a free entry.
 struct ChunkEntry {
+    /// Even while the entry is stable, odd while it is written.
+    seq: AtomicUsize,
     base: AtomicUsize,
     len: AtomicUsize,
     stride: AtomicUsize,
 }
 
+impl ChunkEntry {
+    /// Writes the entry (the caller holds the reserve's lock, the one writer).
+    fn write(&self, base: usize, len: usize, stride: usize) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.base.store(base, Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+        self.stride.store(stride, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// `(base, len, stride)` of a used entry, or `None` for a free entry or one that changed
+    /// while read (see the module docs for why skipping it is right). Async-signal-safe.
+    fn read(&self) -> Option<(usize, usize, usize)> {
+        let before = self.seq.load(Ordering::Acquire);
+        if before & 1 == 1 {
+            return None;
+        }
+        let base = self.base.load(Ordering::Relaxed);
+        let len = self.len.load(Ordering::Relaxed);
+        let stride = self.stride.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == before && len != 0 && stride != 0).then_some((base, len, stride))
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_CHUNK: ChunkEntry = ChunkEntry {
+    seq: AtomicUsize::new(0),
     base: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     stride: AtomicUsize::new(0),
 };
 static CHUNKS: [ChunkEntry; MAX_CHUNKS] = [EMPTY_CHUNK; MAX_CHUNKS];
-static CHUNK_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Entries ever used: readers look at `CHUNKS[..CHUNKS_USED]`, free ones included.
+static CHUNKS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Set by [`super::keep_stack_reservations_for_tests`]: reservations are never returned.
+pub(crate) static RECLAIM_OFF: AtomicBool = AtomicBool::new(false);
+
+/// A reservation the process holds: its mapping and its entry in [`CHUNKS`].
+struct Chunk {
+    map: MmapMut,
+    stride: usize,
+    slots: usize,
+    entry: usize,
+}
+
+impl Chunk {
+    fn contains(&self, addr: usize) -> bool {
+        let base = self.map.as_ptr() as usize;
+        addr >= base && addr < base + self.map.len()
+    }
+}
 
 /// Per slot size: where the next fresh slot comes from, and booted stacks waiting for a thread.
 struct SizeClass {
@@ -57,7 +119,9 @@ struct SizeClass {
 
 struct Reserve {
     classes: Vec<SizeClass>,
-    maps: Vec<MmapMut>,
+    chunks: Vec<Chunk>,
+    /// Entries of [`CHUNKS`] freed by returned reservations, to use again.
+    free_entries: Vec<usize>,
 }
 
 // SAFETY: the header pointers in `idle` are owned stacks waiting for a thread; the mutex
@@ -66,7 +130,8 @@ unsafe impl Send for Reserve {}
 
 static RESERVE: Mutex<Reserve> = Mutex::new(Reserve {
     classes: Vec::new(),
-    maps: Vec::new(),
+    chunks: Vec::new(),
+    free_entries: Vec::new(),
 });
 
 fn lock() -> std::sync::MutexGuard<'static, Reserve> {
@@ -152,55 +217,174 @@ pub(crate) fn slot_base(header: usize, stride: usize) -> usize {
     header + HEADER_SIZE - stride
 }
 
-/// Carves `n` fresh slots of `stride` bytes, with their guard pages installed. Returns the slot
-/// bases; the caller boots them.
+/// Carves up to `n` fresh slots of `stride` bytes, with their guard pages installed. Returns
+/// the slot bases (at least one, or the error); the caller boots them.
 pub(crate) fn carve(stride: usize, n: usize) -> io::Result<Vec<usize>> {
     let mut r = lock();
     let mut slots = Vec::with_capacity(n);
     while slots.len() < n {
-        let class = r.class(stride);
-        if class.bump_next == class.bump_end {
-            let slots_in_chunk = class.next_chunk_slots;
-            let grown = (slots_in_chunk * 2).min((MAX_CHUNK_BYTES / stride).max(1));
-            class.next_chunk_slots = grown.max(slots_in_chunk);
-            let map = new_chunk(stride, slots_in_chunk)?;
-            let base = map.as_ptr() as usize;
-            let class = r.class(stride);
-            class.bump_next = base;
-            class.bump_end = base + stride * slots_in_chunk;
-            r.maps.push(map);
+        match r.carve_one(stride) {
+            Ok(base) => slots.push(base),
+            // The slots carved so far are good: boot those rather than strand them.
+            Err(_) if !slots.is_empty() => break,
+            Err(e) => return Err(e),
         }
-        let class = r.class(stride);
-        let base = class.bump_next;
-        install_guard(base)?;
-        class.bump_next += stride;
-        slots.push(base);
     }
     Ok(slots)
 }
 
-fn new_chunk(stride: usize, slots: usize) -> io::Result<MmapMut> {
-    let len = stride * slots;
-    if CHUNK_COUNT.load(Ordering::Relaxed) == MAX_CHUNKS {
-        return Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!("sigcoro has made {MAX_CHUNKS} stack reservations, its limit; use fewer or smaller stacks"),
-        ));
+impl Reserve {
+    fn carve_one(&mut self, stride: usize) -> io::Result<usize> {
+        let class = self.class(stride);
+        if class.bump_next == class.bump_end {
+            let slots = class.next_chunk_slots;
+            let grown = (slots * 2).min((MAX_CHUNK_BYTES / stride).max(1)).max(slots);
+            let (base, slots) = self.new_chunk(stride, slots)?;
+            // Making the chunk may have returned others, and this class with them: look again.
+            let class = self.class(stride);
+            class.next_chunk_slots = grown;
+            class.bump_next = base;
+            class.bump_end = base + stride * slots;
+        }
+        let class = self.class(stride);
+        let base = class.bump_next;
+        install_guard(base)?;
+        class.bump_next += stride;
+        Ok(base)
     }
-    let map = MmapOptions::new()
-        .len(len)
-        .stack()
-        .no_reserve_swap()
-        .map_anon()
-        .map_err(|e| limit_error(&format!("reserving {len} bytes for {slots} coroutine stacks"), e))?;
+
+    /// Maps a reservation of up to `slots` slots of `stride` bytes and enters it in the table;
+    /// returns its base and its slots. When the kernel refuses the mapping for want of memory
+    /// (or address space, or mappings), returns idle reservations first, then asks for fewer
+    /// slots, down to one. Returns idle reservations first when the table is full, too.
+    fn new_chunk(&mut self, stride: usize, mut slots: usize) -> io::Result<(usize, usize)> {
+        let map = loop {
+            let len = stride * slots;
+            match map_chunk(len) {
+                Ok(map) => break map,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && self.reclaim() > 0 => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && slots > 1 => slots /= 2,
+                Err(e) => {
+                    let what = format!("reserving {len} bytes for {slots} coroutine stacks");
+                    return Err(limit_error(&what, len, e));
+                }
+            }
+        };
+        let len = stride * slots;
+        let entry = match self.take_entry() {
+            Some(entry) => entry,
+            None if self.reclaim() > 0 => self.take_entry().expect("a returned reservation freed its entry"),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "sigcoro holds {MAX_CHUNKS} stack reservations, its limit, and each has a \
+                         stack in use (by a coroutine, or idle in a thread's pool); use fewer or \
+                         smaller stacks, or fewer distinct stack sizes at once"
+                    ),
+                ));
+            }
+        };
+        let base = map.as_ptr() as usize;
+        CHUNKS[entry].write(base, len, stride);
+        if entry == CHUNKS_USED.load(Ordering::Relaxed) {
+            CHUNKS_USED.store(entry + 1, Ordering::Release);
+        }
+        self.chunks.push(Chunk {
+            map,
+            stride,
+            slots,
+            entry,
+        });
+        Ok((base, slots))
+    }
+
+    fn take_entry(&mut self) -> Option<usize> {
+        self.free_entries.pop().or_else(|| {
+            let used = CHUNKS_USED.load(Ordering::Relaxed);
+            (used < MAX_CHUNKS).then_some(used)
+        })
+    }
+
+    /// Returns to the kernel every reservation all of whose carved slots wait here idle: their
+    /// stacks are forgotten, their table entries cleared (before the unmapping) and freed.
+    /// Returns how many went.
+    fn reclaim(&mut self) -> usize {
+        if RECLAIM_OFF.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let Reserve {
+            classes,
+            chunks,
+            free_entries,
+        } = self;
+        let mut by_stride: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            by_stride.entry(chunk.stride).or_default().push(i);
+        }
+        let mut retired = vec![false; chunks.len()];
+        for class in classes.iter_mut() {
+            let Some(mine) = by_stride.get(&class.stride) else {
+                continue;
+            };
+            let mut idle = vec![0usize; mine.len()];
+            for h in &class.idle {
+                if let Some(k) = mine.iter().position(|&i| chunks[i].contains(h.as_ptr() as usize)) {
+                    idle[k] += 1;
+                }
+            }
+            let mut any = false;
+            for (k, &i) in mine.iter().enumerate() {
+                let chunk = &chunks[i];
+                let (base, end) = (
+                    chunk.map.as_ptr() as usize,
+                    chunk.map.as_ptr() as usize + chunk.map.len(),
+                );
+                let current = class.bump_end == end;
+                let carved = if current {
+                    (class.bump_next - base) / chunk.stride
+                } else {
+                    chunk.slots
+                };
+                if idle[k] == carved {
+                    retired[i] = true;
+                    any = true;
+                    if current {
+                        class.bump_next = 0;
+                        class.bump_end = 0;
+                    }
+                }
+            }
+            if any {
+                class.idle.retain(|h| {
+                    let addr = h.as_ptr() as usize;
+                    !mine.iter().any(|&i| retired[i] && chunks[i].contains(addr))
+                });
+            }
+        }
+        let mut gone = 0;
+        for (chunk, retire) in std::mem::take(chunks).into_iter().zip(retired) {
+            if retire {
+                // Cleared first: the fault handler never sees an entry for unmapped memory.
+                CHUNKS[chunk.entry].write(0, 0, 0);
+                free_entries.push(chunk.entry);
+                drop(chunk.map);
+                gone += 1;
+            } else {
+                chunks.push(chunk);
+            }
+        }
+        let mapped: HashSet<usize> = chunks.iter().map(|c| c.stride).collect();
+        classes.retain(|c| !c.idle.is_empty() || mapped.contains(&c.stride));
+        gone
+    }
+}
+
+fn map_chunk(len: usize) -> io::Result<MmapMut> {
+    let map = MmapOptions::new().len(len).stack().no_reserve_swap().map_anon()?;
     // Transparent huge pages would commit 2 MiB where a coroutine touches 4 KiB.
     // SAFETY: the range is exactly the mapping just made.
     unsafe { libc::madvise(map.as_ptr() as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
-    let i = CHUNK_COUNT.load(Ordering::Relaxed);
-    CHUNKS[i].base.store(map.as_ptr() as usize, Ordering::Relaxed);
-    CHUNKS[i].len.store(len, Ordering::Relaxed);
-    CHUNKS[i].stride.store(stride, Ordering::Relaxed);
-    CHUNK_COUNT.store(i + 1, Ordering::Release);
     Ok(map)
 }
 
@@ -219,7 +403,7 @@ pub(crate) fn install_guard(base: usize) -> io::Result<()> {
         }
         let err = io::Error::last_os_error();
         if GUARD_MODE.load(Ordering::Relaxed) == 1 || err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(limit_error("installing a stack guard page", err));
+            return Err(limit_error("installing a stack guard page", 0, err));
         }
         GUARD_MODE.store(2, Ordering::Relaxed);
     }
@@ -227,6 +411,7 @@ pub(crate) fn install_guard(base: usize) -> io::Result<()> {
     if unsafe { libc::mprotect(addr, page, libc::PROT_NONE) } != 0 {
         return Err(limit_error(
             "protecting a stack guard page (mprotect: this kernel lacks MADV_GUARD_INSTALL, so each stack costs two mappings)",
+            0,
             io::Error::last_os_error(),
         ));
     }
@@ -243,41 +428,27 @@ pub fn guards_are_lightweight() -> Option<bool> {
     }
 }
 
-/// Wraps a failed mmap/madvise/mprotect in an error that names the limits a user can raise.
-pub(crate) fn limit_error(what: &str, err: io::Error) -> io::Error {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".into())
-    };
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map(|s| s.lines().count().to_string())
-        .unwrap_or_else(|_| "?".into());
-    io::Error::new(
-        err.kind(),
-        format!(
-            "{what} failed: {err}. The process has {maps} memory mappings against vm.max_map_count = {}, \
-             and vm.overcommit_memory = {}. Ways out: raise vm.max_map_count (sysctl -w vm.max_map_count=N), \
-             use smaller stacks, free memory, or run fewer coroutines at once",
-            read("/proc/sys/vm/max_map_count"),
-            read("/proc/sys/vm/overcommit_memory"),
-        ),
-    )
-}
-
-/// If `addr` lies in the guard page of one of our stack slots, returns that slot's header.
+/// If `addr` lies in the guard page of one of our stack slots and `sp`, the stack pointer of
+/// the thread that faulted, lies in the same reservation, returns that slot's header.
 ///
-/// Async-signal-safe: atomics and arithmetic only.
-pub(crate) fn guard_hit(addr: usize) -> Option<*const Header> {
+/// Async-signal-safe: atomics and arithmetic only. The header is then safe to read: the thread
+/// runs on a stack of that reservation (a stack pointer elsewhere in it would already be
+/// undefined behaviour), so not every carved slot of it is idle in the reserve, and a
+/// reservation is returned only when every one is. Without the `sp` test, a stray access to the
+/// guard of an idle stack could find an entry whose reservation another thread is returning.
+pub(crate) fn guard_hit(addr: usize, sp: usize) -> Option<*const Header> {
     let page = page_size_for_signal();
-    let n = CHUNK_COUNT.load(Ordering::Acquire);
+    let n = CHUNKS_USED.load(Ordering::Acquire);
     for chunk in &CHUNKS[..n] {
-        let base = chunk.base.load(Ordering::Relaxed);
-        let len = chunk.len.load(Ordering::Relaxed);
+        let Some((base, len, stride)) = chunk.read() else {
+            continue;
+        };
         if addr < base || addr >= base + len {
             continue;
         }
-        let stride = chunk.stride.load(Ordering::Relaxed);
+        if sp < base || sp >= base + len {
+            return None;
+        }
         let slot = base + (addr - base) / stride * stride;
         return (addr - slot < page).then_some((slot + stride - HEADER_SIZE) as *const Header);
     }

@@ -85,7 +85,7 @@ impl Barrier {
             }
         });
         loop {
-            park_until(None);
+            park_until(None, "sigcoro::sync::Barrier::wait");
             if lock(&self.state).generation != generation {
                 guard.disarm();
                 return BarrierWaitResult(false);

@@ -67,6 +67,10 @@ pub struct Sender<T> {
 impl<T> Sender<T> {
     /// Sends a value, waiting while the channel is full (on a rendezvous channel: until a
     /// receiver takes it). Fails, returning the value, if every receiver is gone.
+    ///
+    /// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `send` that
+    /// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+    /// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
     // Inlined with its fast path (a hand-off or a queued value); the blocking part stays out
     // of line (`Chan::send_blocking`).
     #[inline(always)]
@@ -148,6 +152,10 @@ pub struct Receiver<T> {
 impl<T> Receiver<T> {
     /// Receives a value, waiting while the channel is empty; fails once it is empty and every
     /// sender is gone.
+    ///
+    /// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `recv` that
+    /// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+    /// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
     // Inlined, so that a receiver that waits suspends right below the caller's frame (see
     // `Chan::recv`).
     #[inline(always)]

@@ -126,7 +126,7 @@ impl Condvar {
         drop(guard);
         let leave = OnUnwind::new(|| self.leave(id));
         let timed_out = loop {
-            park_until(deadline);
+            park_until(deadline, "sigcoro::sync::Condvar::wait");
             let mut q = lock(&self.waiters);
             if q.is_notified(id) {
                 q.remove(id);

@@ -70,6 +70,10 @@ impl<T> Mutex<T> {
 
 impl<T: ?Sized> Mutex<T> {
     /// Locks the mutex, waiting (parking) while another holder has it.
+    ///
+    /// In a destructor that runs while the coroutine unwinds (a panic, or a cancellation), a `lock` that
+    /// would have to wait ends the process with a message naming it (see "Waiting in destructors" at
+    /// [`JoinHandle::cancel`](crate::JoinHandle::cancel)).
     pub fn lock(&self) -> MutexGuard<'_, T> {
         if !self.try_acquire() {
             self.lock_slow();
@@ -123,7 +127,7 @@ impl<T: ?Sized> Mutex<T> {
                 self.waiters.fetch_sub(1, SeqCst);
                 return;
             }
-            park_until(None);
+            park_until(None, "sigcoro::sync::Mutex::lock");
         }
     }
 

@@ -140,7 +140,7 @@ impl<T> Receiver<T> {
                 st.waiter = Some(current_unparker());
             }
             drop(st);
-            park_until(deadline);
+            park_until(deadline, "sigcoro::sync::oneshot::Receiver::recv");
         };
         guard.disarm();
         lock(&self.inner.state).waiter = None;

@@ -172,7 +172,14 @@ impl<T: ?Sized> RwLock<T> {
             st.dispatch();
         });
         loop {
-            park_until(None);
+            park_until(
+                None,
+                if write {
+                    "sigcoro::sync::RwLock::write"
+                } else {
+                    "sigcoro::sync::RwLock::read"
+                },
+            );
             let st = lock(&self.state);
             let queue = if write { &st.write_q } else { &st.read_q };
             if !queue.contains(id) {

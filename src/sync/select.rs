@@ -178,7 +178,7 @@ impl<'a> Select<'a> {
             if expired(deadline) {
                 return None;
             }
-            park_until(deadline);
+            park_until(deadline, "a channel select (sigcoro::select!)");
         }
     }
 

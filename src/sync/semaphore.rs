@@ -111,7 +111,7 @@ impl Semaphore {
             }
         });
         loop {
-            park_until(deadline);
+            park_until(deadline, "sigcoro::sync::Semaphore::acquire");
             let mut st = lock(&self.state);
             if !st.waiters.contains(id) {
                 drop(st);

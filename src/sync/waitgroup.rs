@@ -65,7 +65,7 @@ impl WaitGroup {
             lock(&inner.state).waiters.remove(id);
         });
         loop {
-            park_until(None);
+            park_until(None, "sigcoro::sync::WaitGroup::wait");
             if lock(&inner.state).count == 0 {
                 guard.disarm();
                 return;

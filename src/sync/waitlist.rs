@@ -316,7 +316,7 @@ impl<T> Node<T> {
             if expired(deadline) {
                 return false;
             }
-            park_until(deadline);
+            park_until(deadline, "a channel send or recv (sigcoro::sync::channel)");
         }
     }
 

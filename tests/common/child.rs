@@ -1,7 +1,12 @@
 //! Tests that need a process of their own (a process-wide setting, a signal that kills, a
 //! crash) re-run their test binary with only themselves selected, and the child does the work.
 
-use std::process::Command;
+use std::fmt;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Names the test a child process was started for.
 const CHILD_ENV: &str = "SIGCORO_TEST_CHILD";
@@ -18,4 +23,101 @@ pub fn child_command(test: &str) -> Command {
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, test);
     cmd
+}
+
+/// How a child ended, and what it printed.
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "child {:?} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A resource limit for [`run`]: `RLIMIT_*` and the value set as both the soft and the hard
+/// limit in the child.
+pub type Limit = (libc::__rlimit_resource_t, libc::rlim_t);
+
+/// Re-runs this binary with only `test` selected, as its child, without core dumps and with
+/// `limits` set (by `setrlimit` between fork and exec); kills it after `timeout`, which fails
+/// the test (it is a hang guard, never a measure of speed).
+pub fn run(test: &str, timeout: Duration, limits: &[Limit]) -> Outcome {
+    run_full(test, timeout, limits, &[])
+}
+
+/// [`run`] without limits, with the variables `env` set in the child.
+pub fn run_with_env(test: &str, timeout: Duration, env: &[(&str, &str)]) -> Outcome {
+    run_full(test, timeout, &[], env)
+}
+
+/// [`run`] with the variables `env` set in the child too.
+pub fn run_full(test: &str, timeout: Duration, limits: &[Limit], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = child_command(test);
+    cmd.envs(env.iter().copied());
+    cmd.arg("--include-ignored")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut all = vec![(libc::RLIMIT_CORE, 0)];
+    all.extend_from_slice(limits);
+    // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are
+    // allowed: setrlimit is one, and it touches nothing of the parent's state (the vector was
+    // made before the fork and is only read).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(resource, value) in &all {
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawning the child");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let status = child.wait().expect("reaping the killed child");
+            let out = Outcome {
+                status,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+                elapsed: start.elapsed(),
+            };
+            panic!("the child did not finish within {timeout:?}: {out:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        elapsed: start.elapsed(),
+    }
 }
