@@ -20,6 +20,8 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
+#[doc(hidden)]
+pub use crate::context::birth::{birth_counts, births_by_trick_only};
 pub use pool::{PoolStats, release_idle_memory, thread_stats};
 pub use reserve::guards_are_lightweight;
 
@@ -55,6 +57,9 @@ pub(crate) struct Header {
     pub id: u64,
     name_len: u8,
     name: [u8; NAME_CAP],
+    /// Whether this stack's context is a clone of the trick's (`context::birth`), not born by
+    /// the trick itself: for the tests' controls only.
+    pub born_by_clone: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
@@ -69,6 +74,7 @@ impl Header {
             id: 0,
             name_len: 0,
             name: [0; NAME_CAP],
+            born_by_clone: false,
         }
     }
 
@@ -92,8 +98,8 @@ impl Header {
     }
 }
 
-/// An owned stack whose context has been born by the signal-stack trick and now waits in the
-/// trampoline loop for a job. It moves between threads freely while idle: the trampoline loop
+/// An owned stack whose context has been born (by the signal-stack trick, or cloned from the
+/// context the trick left on another stack) and now waits in the trampoline loop for a job. It moves between threads freely while idle: the trampoline loop
 /// holds no thread-local state.
 pub(crate) struct Stack {
     header: NonNull<Header>,

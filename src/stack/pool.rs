@@ -14,8 +14,9 @@ use std::ptr::NonNull;
 
 /// Idle stacks a thread keeps per size; past that it hands half to the process at once.
 const POOL_CAP: usize = 4096;
-/// The most stacks booted in one go when the pool runs dry.
-const MAX_BATCH: usize = 32;
+/// The most stacks born in one go when the pool runs dry: one by the signal-stack trick, the
+/// others cloned from its context (`context::birth`), so a large batch makes the trick rare.
+const MAX_BATCH: usize = 256;
 /// The most idle stacks adopted from the process in one go.
 const MAX_ADOPT: usize = 1024;
 
