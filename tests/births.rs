@@ -73,10 +73,13 @@ fn both_ways(test: &str, body: impl FnOnce()) {
     }
 }
 
+/// A coroutine on a fresh stack, and the others made on the way (kept alive until dropped).
+type Fresh<T> = (T, Vec<T>);
+
 /// Makes coroutines with `make`, keeping them all unstarted (so every one takes a new stack),
 /// until one sits on a stack born this child's way: cloned, or by the trick in the control.
 /// Returns it, and the others to drop later.
-fn on_fresh_stack<T>(make: impl Fn() -> T, born_by_clone: impl Fn(&T) -> Option<bool>) -> (T, Vec<T>) {
+fn on_fresh_stack<T>(make: impl Fn() -> T, born_by_clone: impl Fn(&T) -> Option<bool>) -> Fresh<T> {
     let want = !trick_mode();
     let mut others = Vec::new();
     for _ in 0..4096 {
@@ -90,7 +93,7 @@ fn on_fresh_stack<T>(make: impl Fn() -> T, born_by_clone: impl Fn(&T) -> Option<
 }
 
 /// A coroutine on a fresh stack of this child's birth mode.
-fn fresh<I, Y, R>(make: impl Fn() -> Coroutine<I, Y, R>) -> (Coroutine<I, Y, R>, Vec<Coroutine<I, Y, R>>) {
+fn fresh<I, Y, R>(make: impl Fn() -> Coroutine<I, Y, R>) -> Fresh<Coroutine<I, Y, R>> {
     on_fresh_stack(make, Coroutine::stack_born_by_clone)
 }
 

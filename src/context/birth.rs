@@ -66,7 +66,7 @@ impl Image {
     /// `ctx` is the context the boot handler published for the stack `lo..hi`, which is mapped
     /// and has not been resumed yet.
     pub(crate) unsafe fn capture(ctx: usize, lo: usize, hi: usize) -> Option<Image> {
-        if ctx < lo || ctx + 8 * IMAGE_WORDS > hi || ctx % 8 != 0 {
+        if ctx < lo || ctx + 8 * IMAGE_WORDS > hi || !ctx.is_multiple_of(8) {
             return None;
         }
         // SAFETY: the words lie inside the mapped stack, where the handler wrote them.
