@@ -13,6 +13,11 @@
 //! Then, with signals back to normal, one resume enters the context: it moves to the top of the
 //! stack, calls [`trampoline_main`], and that loop switches straight back, idle, waiting for a
 //! job. The pages the kernel's frame dirtied are returned, so a booted idle stack costs one page.
+//!
+//! New stacks come in batches ([`boot_stacks`]): only the first of a batch is born this way;
+//! the others start from a clone of the context the trick left on it (see [`super::birth`] for
+//! why that context, and not the frame parked after the first entry, is what can be cloned),
+//! and are entered once exactly like it.
 
 use super::birth::{self, Image};
 use super::switch::{Link, Transfer, resume, suspend};

@@ -23,7 +23,7 @@ const MAX_ADOPT: usize = 1024;
 /// What one thread's pool has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Stacks this thread booted with the signal-stack trick.
+    /// Stacks this thread had born: by the signal-stack trick, or cloned from its context.
     pub booted: u64,
     /// Stacks this thread took over from the process-wide reserve (given back by other threads).
     pub adopted: u64,
