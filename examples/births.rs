@@ -10,6 +10,10 @@
 //!   workers) in this fresh process; run it several times for a median. `cd benches/peers && cargo run --release
 //!   -- cold` runs it against tokio in the same run, each in its own process.
 //!
+//! - `cargo run --release --example births -- warm [COUNT]`: 21 storms of COUNT (100,000) spawns
+//!   + joins on one worker after a warm-up storm, every stack reused: the median ns per
+//!   coroutine, to check that the warm path did not get slower.
+//!
 //! Add `--trick` to force every birth through the signal-stack trick (the control).
 
 use std::sync::Arc;
@@ -126,6 +130,28 @@ fn storm(count: usize, workers: Option<usize>) {
     rt.shutdown();
 }
 
+/// Warm storms: `rounds` storms of `count` spawns + joins on one worker after one storm of
+/// warm-up, so every stack and task record is reused; prints the median ns per coroutine.
+fn warm(count: usize, rounds: usize) {
+    let rt = sigcoro::Runtime::builder().workers(1).build().expect("runtime");
+    let storm = move || {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..count).map(|i| sigcoro::spawn(move || i)).collect();
+        for h in handles {
+            std::hint::black_box(h.join().unwrap());
+        }
+        start.elapsed().as_nanos() as f64 / count as f64
+    };
+    rt.block_on(storm);
+    let mut v: Vec<f64> = (0..rounds).map(|_| rt.block_on(storm)).collect();
+    v.sort_by(f64::total_cmp);
+    println!(
+        "warm storms of {count} spawns + joins on 1 worker: median {:.1} ns per coroutine (min {:.1}, {rounds} storms)",
+        v[v.len() / 2],
+        v[0]
+    );
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--trick") {
@@ -135,9 +161,12 @@ fn main() {
     let count = |default| args.get(1).map_or(default, |a| a.parse().expect("COUNT"));
     match args.first().map(String::as_str) {
         Some("sleepers") => sleepers(count(1_000_000)),
+        Some("warm") => warm(count(100_000), 21),
         Some("storm") => storm(count(100_000), args.get(2).map(|w| w.parse().expect("WORKERS"))),
         _ => {
-            eprintln!("usage: births sleepers [COUNT] [--trick] | births storm [COUNT [WORKERS]] [--trick]");
+            eprintln!(
+                "usage: births sleepers [COUNT] | births storm [COUNT [WORKERS]] | births warm [COUNT]; each takes --trick"
+            );
             std::process::exit(2);
         }
     }

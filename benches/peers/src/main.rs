@@ -76,7 +76,7 @@ fn main() {
     );
     let mut out = |peer: &str, workload: &str, s: Stats, note: &str| {
         let unit = if workload == "rss" { "B" } else { "ns" };
-        let pin = if workload == "rss" { "-" } else { pinned };
+        let pin = if workload == "rss" || workload == "cold" { "-" } else { pinned };
         println!(
             "{workload:<9} {peer:<17} {:>8.1}{unit:<2} {:>8.1}{unit:<2} {:>8.1}{unit:<2} {:>4} {:>10} {pin:>4}  {note}",
             s.median, s.min, s.max, s.reps, s.iters
