@@ -277,7 +277,11 @@ pub(crate) fn install_guards(slots: &[usize]) -> io::Result<()> {
             }
             break;
         }
-        rest = &rest[(done as usize / page).min(n)..];
+        let done = (done as usize / page).min(n);
+        if done == 0 {
+            break; // no progress: let the slot-by-slot path say why
+        }
+        rest = &rest[done..];
     }
     rest.iter().try_for_each(|&base| install_guard(base))
 }
