@@ -118,3 +118,52 @@ pub fn births_by_trick_only(on: bool) {
 pub fn birth_counts() -> (u64, u64) {
     (BY_TRICK.load(Ordering::Relaxed), CLONED.load(Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::HEADER_SIZE;
+
+    /// A fake stack: 64 words, a context at word 8, a header-sized area at the top.
+    fn fake(word: usize) -> (Vec<usize>, usize, usize, usize) {
+        let mut stack = vec![0usize; 64];
+        stack[8] = word;
+        let lo = stack.as_ptr() as usize;
+        let hi = lo + 64 * 8 - HEADER_SIZE;
+        (stack, lo, hi, lo + 8 * 8)
+    }
+
+    #[test]
+    fn only_the_trampolines_entry_is_captured() {
+        let entry = sigcoro_trampoline_start as *const () as usize;
+        let (stack, lo, hi, ctx) = fake(entry);
+        // SAFETY: `ctx` and its word lie in `stack`, which lives until the end of the test.
+        let image = unsafe { Image::capture(ctx, lo, hi) }.expect("the trick's context");
+        assert_eq!(image.words, [entry]);
+        // SAFETY: as above.
+        unsafe {
+            assert!(Image::capture(ctx + 1, lo, hi).is_none(), "misaligned");
+            assert!(Image::capture(hi, lo, hi).is_none(), "outside the stack");
+        }
+        drop(stack);
+        for other in [0, entry + 1, ctx] {
+            let (stack, lo, hi, ctx) = fake(other);
+            // SAFETY: as above, for this fake stack.
+            assert!(unsafe { Image::capture(ctx, lo, hi) }.is_none(), "{other:#x} refused");
+            drop(stack);
+        }
+    }
+
+    #[test]
+    fn a_clone_sits_just_below_the_header() {
+        let entry = sigcoro_trampoline_start as *const () as usize;
+        let image = Image { words: [entry] };
+        let mut stack = vec![0usize; 32];
+        let header = stack.as_mut_ptr().wrapping_add(16).cast::<Header>();
+        // SAFETY: the words below `header` lie in `stack`; nothing is written at or above it.
+        let ctx = unsafe { image.stamp(header) };
+        assert_eq!(ctx, header as usize - CLONE_DEPTH);
+        assert_eq!(stack[15], entry);
+        assert!(stack[16..].iter().all(|&w| w == 0), "the header is left alone");
+    }
+}
