@@ -10,9 +10,9 @@
 //!   workers) in this fresh process; run it several times for a median. `cd benches/peers && cargo run --release
 //!   -- cold` runs it against tokio in the same run, each in its own process.
 //!
-//! - `cargo run --release --example births -- warm [COUNT]`: 21 storms of COUNT (100,000) spawns
-//!   + joins on one worker after a warm-up storm, every stack reused: the median ns per
-//!   coroutine, to check that the warm path did not get slower.
+//! - `cargo run --release --example births -- warm [COUNT]`: 21 storms of COUNT (100,000)
+//!   spawns and joins on one worker after a warm-up storm, every stack reused: the median ns
+//!   per coroutine, to check that the warm path did not get slower.
 //!
 //! Add `--trick` to force every birth through the signal-stack trick (the control).
 
