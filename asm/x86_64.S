@@ -25,7 +25,9 @@
 //     [rsp +  0]  resume address      <- Link.ctx points here
 //
 // A context born by the signal-stack trick holds only the resume address, that of
-// sigcoro_trampoline_start: the trampoline needs no registers.
+// sigcoro_trampoline_start: the trampoline needs no registers and reads nothing from the stack it
+// lands on, so that one word, stamped below another fresh stack's header, is a valid context
+// there too (src/context/birth.rs clones it onto the rest of a batch of new stacks).
 
     .text
 

@@ -287,6 +287,17 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         ))
     }
 
+    /// Whether this coroutine's stack started from a clone of the signal-stack trick's context
+    /// (`true`) or was born by the trick itself (`false`); `None` once it has finished. For
+    /// the tests' controls; not part of the API.
+    #[doc(hidden)]
+    pub fn stack_born_by_clone(&self) -> Option<bool> {
+        let stack = self.stack.as_ref()?;
+        // SAFETY: the header of the stack we own stays mapped; a plain read of a flag written
+        // at its birth.
+        Some(unsafe { (*stack.header()).born_by_clone })
+    }
+
     /// This coroutine's id, unique in the process; overflow reports name it.
     pub fn id(&self) -> u64 {
         self.id

@@ -13,7 +13,13 @@
 //! Then, with signals back to normal, one resume enters the context: it moves to the top of the
 //! stack, calls [`trampoline_main`], and that loop switches straight back, idle, waiting for a
 //! job. The pages the kernel's frame dirtied are returned, so a booted idle stack costs one page.
+//!
+//! New stacks come in batches ([`boot_stacks`]): only the first of a batch is born this way;
+//! the others start from a clone of the context the trick left on it (see [`super::birth`] for
+//! why that context, and not the frame parked after the first entry, is what can be cloned),
+//! and are entered once exactly like it.
 
+use super::birth::{self, Image};
 use super::switch::{Link, Transfer, resume, suspend};
 use crate::overflow;
 use crate::stack::reserve;
@@ -112,15 +118,53 @@ fn os_error(what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("booting a coroutine stack: {what} failed: {err}"))
 }
 
-/// Boots `n` fresh stacks of `stride` bytes and appends them, idle, to `out`.
+/// Gives `n` fresh stacks of `stride` bytes their first context and appends them, idle, to
+/// `out`: the first by the signal-stack trick, the others from a clone of the context the trick
+/// left there (see [`birth`](super::birth)), unless the trick's image is refused or the hidden
+/// control sends every birth through the trick.
 pub(crate) fn boot_stacks(stride: usize, n: usize, out: &mut Vec<Stack>) -> io::Result<()> {
     overflow::ensure_handler();
     let slots = reserve::carve(stride, n)?;
-    boot_slots(&slots, stride, out)
+    let Some((first, rest)) = slots.split_first() else {
+        return Ok(());
+    };
+    if birth::trick_only() {
+        boot_slots(&slots, stride, out)?;
+        return Ok(());
+    }
+    match boot_slots(std::slice::from_ref(first), stride, out)? {
+        Some(image) => {
+            // How deep the trick-born stack parked: every clone must park exactly as deep,
+            // since its first entry ran the same instructions from the same state.
+            let parked = parked_depth(out.last().expect("the trick's stack").header());
+            for &slot in rest {
+                let header = (slot + stride - HEADER_SIZE) as *mut Header;
+                // SAFETY: the slot was just carved for us alone, guard installed, and its
+                // context is not born yet; the image is the trick's, captured before entry.
+                let ctx = unsafe {
+                    header.write(Header::new(stride));
+                    (*header).born_by_clone = true;
+                    image.stamp(header)
+                };
+                // SAFETY: `ctx` is the trick's context, cloned onto this fresh stack.
+                let stack = unsafe { enter(header, ctx) };
+                assert_eq!(
+                    parked_depth(stack.header()),
+                    parked,
+                    "a cloned stack parked unlike the trick-born one it was cloned from"
+                );
+                out.push(stack);
+            }
+            birth::count(0, rest.len());
+            Ok(())
+        }
+        None => boot_slots(rest, stride, out).map(drop),
+    }
 }
 
-/// Boots fresh slots (guards installed) and appends them, idle, to `out`.
-fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Result<()> {
+/// Boots fresh slots (guards installed) by the trick and appends them, idle, to `out`. Returns
+/// the image of the first slot's context as the trick left it, if it may be cloned.
+fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Result<Option<Image>> {
     let contexts = {
         let _lock = BOOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: we hold the boot lock, and the slots were just carved for us alone.
@@ -134,22 +178,46 @@ fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Resul
         }
     };
     let contexts = contexts?;
-    for (&slot, &sp) in slots.iter().zip(&contexts) {
+    let mut image = None;
+    for (i, (&slot, &sp)) in slots.iter().zip(&contexts).enumerate() {
         let header = (slot + stride - HEADER_SIZE) as *mut Header;
-        // SAFETY: `sp` is the context the boot handler left on this slot's stack; entering it
-        // runs `sigcoro_trampoline_start`, which calls `trampoline_main`, which switches back
-        // to us at once through `parent`.
-        unsafe {
-            (*header).link.ctx = sp;
-            resume(&raw mut (*header).link, Transfer { value: 0, tag: 0 });
+        if i == 0 {
+            // SAFETY: `sp` is the context the handler published for this slot's stack, which
+            // nothing has resumed yet.
+            image = unsafe { Image::capture(sp, slot + page_size(), header as usize) };
         }
-        // SAFETY: the stack is booted and idle, and we own it.
-        let stack = unsafe { Stack::from_header(NonNull::new_unchecked(header)) };
+        // SAFETY: `sp` is the context the boot handler left on this slot's stack.
+        let stack = unsafe { enter(header, sp) };
         // The kernel's signal frame dirtied pages the idle trampoline does not use.
         reserve::release_cold_pages(&stack);
         out.push(stack);
     }
-    Ok(())
+    birth::count(slots.len(), 0);
+    Ok(image)
+}
+
+/// Bytes between an idle stack's saved context and its header.
+fn parked_depth(header: *mut Header) -> usize {
+    // SAFETY: the header of an idle stack we own is mapped; `ctx` is its saved rsp.
+    header as usize - unsafe { (*header).link.ctx }
+}
+
+/// Enters a newly born context once, so it parks idle in its trampoline loop, and returns the
+/// stack.
+///
+/// # Safety
+///
+/// `header` is the written header of a fresh slot that we own, and `ctx` a context on its stack
+/// that resumes at `sigcoro_trampoline_start`: the one the boot handler left, or its clone.
+unsafe fn enter(header: *mut Header, ctx: usize) -> Stack {
+    // SAFETY: entering the context runs `sigcoro_trampoline_start`, which calls
+    // `trampoline_main`, which switches back to us at once through `parent`.
+    unsafe {
+        (*header).link.ctx = ctx;
+        resume(&raw mut (*header).link, Transfer { value: 0, tag: 0 });
+        // The stack is born and idle, and we own it.
+        Stack::from_header(NonNull::new_unchecked(header))
+    }
 }
 
 /// Blocks every signal, installs the boot handler, runs `f`, and restores the thread's mask,

@@ -21,6 +21,8 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
+#[doc(hidden)]
+pub use crate::context::birth::{birth_counts, births_by_trick_only};
 pub use pool::{PoolStats, release_idle_memory, thread_stats};
 pub use reserve::guards_are_lightweight;
 
@@ -60,6 +62,9 @@ pub(crate) struct Header {
     /// resumed the coroutine last: a suspend while panicking hands that state back to it, which
     /// is right only then. Written by the resumer, read by the coroutine, on one thread.
     pub resumer_panicking: std::cell::Cell<bool>,
+    /// Whether this stack's context is a clone of the trick's (`context::birth`), not born by
+    /// the trick itself: for the tests' controls only.
+    pub born_by_clone: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
@@ -75,6 +80,7 @@ impl Header {
             name_len: 0,
             name: [0; NAME_CAP],
             resumer_panicking: std::cell::Cell::new(false),
+            born_by_clone: false,
         }
     }
 
@@ -98,8 +104,8 @@ impl Header {
     }
 }
 
-/// An owned stack whose context has been born by the signal-stack trick and now waits in the
-/// trampoline loop for a job. It moves between threads freely while idle: the trampoline loop
+/// An owned stack whose context has been born (by the signal-stack trick, or cloned from the
+/// context the trick left on another stack) and now waits in the trampoline loop for a job. It moves between threads freely while idle: the trampoline loop
 /// holds no thread-local state.
 pub(crate) struct Stack {
     header: NonNull<Header>,

@@ -18,15 +18,16 @@ use std::ptr::NonNull;
 const POOL_CAP: usize = 4096;
 /// Stack sizes a thread keeps idle stacks of; the least recently used size goes past that.
 const POOL_CLASSES: usize = 8;
-/// The most stacks booted in one go when the pool runs dry.
-const MAX_BATCH: usize = 32;
+/// The most stacks born in one go when the pool runs dry: one by the signal-stack trick, the
+/// others cloned from its context (`context::birth`), so a large batch makes the trick rare.
+const MAX_BATCH: usize = 256;
 /// The most idle stacks adopted from the process in one go.
 const MAX_ADOPT: usize = 1024;
 
 /// What one thread's pool has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Stacks this thread booted with the signal-stack trick.
+    /// Stacks this thread had born: by the signal-stack trick, or cloned from its context.
     pub booted: u64,
     /// Stacks this thread took over from the process-wide reserve (given back by other threads).
     pub adopted: u64,

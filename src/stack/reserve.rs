@@ -230,6 +230,9 @@ pub(crate) fn carve(stride: usize, n: usize) -> io::Result<Vec<usize>> {
             Err(e) => return Err(e),
         }
     }
+    // (Should this fail, the slots stay carved and unused: their reservation is never
+    // returned. It fails only when the kernel is out of memory or mappings.)
+    install_guards(&slots)?;
     Ok(slots)
 }
 
@@ -246,9 +249,9 @@ impl Reserve {
             class.bump_next = base;
             class.bump_end = base + stride * slots;
         }
+        // Its guard page comes with the batch's (`install_guards`).
         let class = self.class(stride);
         let base = class.bump_next;
-        install_guard(base)?;
         class.bump_next += stride;
         Ok(base)
     }
@@ -416,6 +419,59 @@ pub(crate) fn install_guard(base: usize) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `process_madvise`'s pidfd meaning the caller's own process (`PIDFD_SELF_THREAD`, Linux
+/// 6.15+): no descriptor to open, and a forked child cannot reach its parent through it.
+const PIDFD_SELF_THREAD: libc::c_int = -10000;
+/// Most ranges one `process_madvise` takes (`UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
+/// Cleared when `process_madvise` on ourselves is refused (older kernels): one by one then.
+static GUARD_BATCHES: AtomicBool = AtomicBool::new(true);
+
+/// Makes the first page of each slot in `slots` a guard: with one `process_madvise` per
+/// [`MAX_IOV`] slots once `MADV_GUARD_INSTALL` is known to work (a system call per stack is
+/// about half the cost of a cloned birth), else one by one with [`install_guard`].
+pub(crate) fn install_guards(slots: &[usize]) -> io::Result<()> {
+    let page = page_size();
+    let mut rest = slots;
+    while !rest.is_empty() && GUARD_MODE.load(Ordering::Relaxed) == 1 && GUARD_BATCHES.load(Ordering::Relaxed) {
+        let n = rest.len().min(MAX_IOV);
+        let iov: Vec<libc::iovec> = rest[..n]
+            .iter()
+            .map(|&base| libc::iovec {
+                iov_base: base as *mut libc::c_void,
+                iov_len: page,
+            })
+            .collect();
+        // SAFETY: each range is the first page of a slot we own in a private anonymous
+        // mapping, as for `install_guard`; the kernel reads `n` iovecs from our vector.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                PIDFD_SELF_THREAD,
+                iov.as_ptr(),
+                n,
+                MADV_GUARD_INSTALL,
+                0,
+            )
+        };
+        if done < 0 {
+            // Out of memory or mappings: the slot-by-slot path reports it. Anything else means
+            // this kernel does not take the call (before 6.15), so never again.
+            let errno = io::Error::last_os_error().raw_os_error();
+            if !matches!(errno, Some(libc::ENOMEM | libc::EAGAIN)) {
+                GUARD_BATCHES.store(false, Ordering::Relaxed);
+            }
+            break;
+        }
+        let done = (done as usize / page).min(n);
+        if done == 0 {
+            break; // no progress: let the slot-by-slot path say why
+        }
+        rest = &rest[done..];
+    }
+    rest.iter().try_for_each(|&base| install_guard(base))
 }
 
 /// Whether guard pages come from `MADV_GUARD_INSTALL` (true) or `mprotect` (false); `None`

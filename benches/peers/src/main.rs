@@ -1,12 +1,13 @@
 //! sigcoro-peers: peer runtimes (corosensei, generator, may, tokio, glibc) on the workloads
 //! sigcoro is benchmarked on, so they can be compared in the same run on the same machine.
 //!
-//! Usage: `sigcoro-peers [--json] [--reps R] <switch|create|rss|handoff|spawn|chan|echo|echo-rss|all>...`
+//! Usage: `sigcoro-peers [--json] [--reps R] <switch|create|rss|handoff|spawn|cold|chan|echo|echo-rss|all>...`
 //!
 //! Prints one table row per (peer, workload) and, with `--json`, a JSON line after each row.
 //! Timed workloads run with the main thread pinned to CPU 0; may's one worker pins itself
 //! to CPU 0 too, and tokio's current-thread runtime runs on the main thread.
 
+mod cold;
 mod create;
 mod echo;
 /// glibc's switches: the lab's file (a superset, with the sigsetjmp variant too).
@@ -22,16 +23,19 @@ mod switch;
 
 use harness::Stats;
 
-const WORKLOADS: [&str; 8] = [
-    "switch", "create", "rss", "handoff", "spawn", "chan", "echo", "echo-rss",
+const WORKLOADS: [&str; 9] = [
+    "switch", "create", "rss", "handoff", "spawn", "cold", "chan", "echo", "echo-rss",
 ];
 const USAGE: &str =
-    "usage: sigcoro-peers [--json] [--reps R] <switch|create|rss|handoff|spawn|chan|echo|echo-rss|all>...";
+    "usage: sigcoro-peers [--json] [--reps R] <switch|create|rss|handoff|spawn|cold|chan|echo|echo-rss|all>...";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("rss-child") {
         rss::child(&args[1], args[2].parse().expect("count"));
+    }
+    if args.first().map(String::as_str) == Some("cold-child") {
+        cold::child(&args[1]);
     }
     if args.first().map(String::as_str) == Some("echo-rss-child") {
         echo::rss_child(&args[1], args[2].parse().expect("count"));
@@ -72,7 +76,7 @@ fn main() {
     );
     let mut out = |peer: &str, workload: &str, s: Stats, note: &str| {
         let unit = if workload == "rss" { "B" } else { "ns" };
-        let pin = if workload == "rss" { "-" } else { pinned };
+        let pin = if workload == "rss" || workload == "cold" { "-" } else { pinned };
         println!(
             "{workload:<9} {peer:<17} {:>8.1}{unit:<2} {:>8.1}{unit:<2} {:>8.1}{unit:<2} {:>4} {:>10} {pin:>4}  {note}",
             s.median, s.min, s.max, s.reps, s.iters
@@ -92,6 +96,7 @@ fn main() {
             "rss" => rss::run(3, &mut out),
             "handoff" => sched::handoff(reps, &mut out),
             "spawn" => sched::spawn(reps.min(5), &mut out),
+            "cold" => cold::run(reps.min(9), &mut out),
             "chan" => sched::chan(reps, &mut out),
             "echo" => echo::run(reps),
             "echo-rss" => echo::rss(),
