@@ -48,7 +48,12 @@ for round in $(seq 1 "$ROUNDS"); do
       # The server exits by itself after SECS + 30 s should this script die.
       "$BIN" http-serve "$peer" "$PORT" "$THREADS" $((SECS + 30)) > "$WORK/server.out" 2>&1 &
       spid=$!
-      for _ in $(seq 100); do grep -q READY "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
+      for _ in $(seq 400); do grep -q READY "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
+      if ! grep -q READY "$WORK/server.out"; then
+        echo "round $round $level $peer: the server did not start: $(head -c 300 "$WORK/server.out")" >&2
+        kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
+        continue
+      fi
       before=$(cpu_ticks "$spid")
       # wrk's own CPU: the shell that waited for it reads its children's times (cutime+cstime).
       wrk_ticks=$(sh -c 'wrk "$@" > "$0" 2>&1; awk "{print \$16 + \$17}" /proc/$$/stat' \
