@@ -8,6 +8,9 @@
 # /proc/PID/stat before and after the run) and wrk's own CPU time per request.
 #
 # Usage: benches/peers/http.sh [ROUNDS] [SECS]      (default 3 rounds of 3 s runs)
+# Environment: PEERS (default "sigcoro tokio-raw may_minihttp hyper"; an entry PEER@PATH runs
+# PEER from another build of this binary, to compare builds in one run), LEVELS (default
+# "16 256 1024 256x16": connections, xDEPTH to pipeline), THREADS (default 2), PORT.
 # Needs wrk (apt-get install wrk). Everything stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,12 +44,15 @@ RESULTS="$WORK/results.tsv"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; server threads: $THREADS; wrk -t$THREADS; $SECS s per run, $ROUNDS rounds"
 for round in $(seq 1 "$ROUNDS"); do
   for level in $LEVELS; do
-    for peer in $PEERS; do
+    for entry in $PEERS; do
+      peer=${entry%%@*}
+      bin=$BIN
+      [[ $entry == *@* ]] && bin=${entry#*@}
       conns=${level%x*}
       extra=()
       [[ $level == *x* ]] && extra=(-s "$WORK/pipeline.lua" -- "${level#*x}")
       # The server exits by itself after SECS + 30 s should this script die.
-      "$BIN" http-serve "$peer" "$PORT" "$THREADS" $((SECS + 30)) > "$WORK/server.out" 2>&1 &
+      "$bin" http-serve "$peer" "$PORT" "$THREADS" $((SECS + 30)) > "$WORK/server.out" 2>&1 &
       spid=$!
       for _ in $(seq 400); do grep -q READY "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
       if ! grep -q READY "$WORK/server.out"; then
@@ -64,10 +70,10 @@ for round in $(seq 1 "$ROUNDS"); do
       rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
       errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' "$WORK/wrk.out")
       p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$level" "$peer" "${rps:-0}" "${reqs:-0}" \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$level" "$entry" "${rps:-0}" "${reqs:-0}" \
         $((after - before)) "$wrk_ticks" "${p99:--}" "$errs" >> "$RESULTS"
       printf 'round %s  %-7s %-13s %10s req/s  server %4s ticks  wrk %4s ticks  p99 %s %s (load %s)\n' \
-        "$round" "$level" "$peer" "${rps:-0}" $((after - before)) "$wrk_ticks" "${p99:--}" "$errs" \
+        "$round" "$level" "$entry" "${rps:-0}" $((after - before)) "$wrk_ticks" "${p99:--}" "$errs" \
         "$(cut -d' ' -f1 /proc/loadavg)"
     done
   done
@@ -78,7 +84,8 @@ import sys, statistics
 path, tick, levels, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 rows = [l.rstrip("\n").split("\t") for l in open(path)]
 print()
-print(f"{'conns':<8} {'server':<13} {'k req/s':>8} {'runs (k req/s)':<24} {'server CPU us/req':>17} {'req/server CPU-s':>16} {'wrk CPU us/req':>14}")
+w = max([13] + [len(p) for p in peers])
+print(f"{'conns':<8} {'server':<{w}} {'k req/s':>8} {'runs (k req/s)':<24} {'server CPU us/req':>17} {'req/server CPU-s':>16} {'wrk CPU us/req':>14}")
 for level in levels:
     for peer in peers:
         rs = [r for r in rows if r[0] == level and r[1] == peer]
@@ -90,5 +97,5 @@ for level in levels:
         med = statistics.median
         runs = ", ".join(f"{x/1000:.0f}" for x in rps)
         c = med(cpu)
-        print(f"{level:<8} {peer:<13} {med(rps)/1000:>8.1f} {runs:<24} {c:>17.2f} {1e6/c if c else 0:>16,.0f} {med(wrk):>14.2f}")
+        print(f"{level:<8} {peer:<{w}} {med(rps)/1000:>8.1f} {runs:<24} {c:>17.2f} {1e6/c if c else 0:>16,.0f} {med(wrk):>14.2f}")
 PY
