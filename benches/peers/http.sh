@@ -41,18 +41,21 @@ LUA
 ulimit -n 65536 2>/dev/null || true
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 RESULTS="$WORK/results.tsv"
+run=0
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; server threads: $THREADS; wrk -t$THREADS; $SECS s per run, $ROUNDS rounds"
 for round in $(seq 1 "$ROUNDS"); do
   for level in $LEVELS; do
     for entry in $PEERS; do
       peer=${entry%%@*}
+      # A port per run: a server killed with connections open leaves them in TIME_WAIT.
+      port=$((PORT + run % 200)); run=$((run + 1))
       bin=$BIN
       [[ $entry == *@* ]] && bin=${entry#*@}
       conns=${level%x*}
       extra=()
       [[ $level == *x* ]] && extra=(-s "$WORK/pipeline.lua" -- "${level#*x}")
       # The server exits by itself after SECS + 30 s should this script die.
-      "$bin" http-serve "$peer" "$PORT" "$THREADS" $((SECS + 30)) > "$WORK/server.out" 2>&1 &
+      "$bin" http-serve "$peer" "$port" "$THREADS" $((SECS + 30)) > "$WORK/server.out" 2>&1 &
       spid=$!
       for _ in $(seq 400); do grep -q READY "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
       if ! grep -q READY "$WORK/server.out"; then
@@ -63,10 +66,11 @@ for round in $(seq 1 "$ROUNDS"); do
       before=$(cpu_ticks "$spid")
       # wrk's own CPU: the shell that waited for it reads its children's times (cutime+cstime).
       wrk_ticks=$(sh -c 'wrk "$@" > "$0" 2>&1; awk "{print \$16 + \$17}" /proc/$$/stat' \
-        "$WORK/wrk.out" -t"$THREADS" -c"$conns" -d"${SECS}s" --latency "http://127.0.0.1:$PORT/plaintext" "${extra[@]}")
+        "$WORK/wrk.out" -t"$THREADS" -c"$conns" -d"${SECS}s" --latency "http://127.0.0.1:$port/plaintext" "${extra[@]}")
       after=$(cpu_ticks "$spid")
       kill "$spid"; wait "$spid" 2>/dev/null || true
       reqs=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+      [[ -z $reqs ]] && echo "round $round $level $entry: wrk said: $(head -c 300 "$WORK/wrk.out")" >&2
       rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
       errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' "$WORK/wrk.out")
       p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")
