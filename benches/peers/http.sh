@@ -59,7 +59,8 @@ for round in $(seq 1 "$ROUNDS"); do
       spid=$!
       for _ in $(seq 400); do grep -q READY "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
       if ! grep -q READY "$WORK/server.out"; then
-        echo "round $round $level $peer: the server did not start: $(head -c 300 "$WORK/server.out")" >&2
+        state=running; kill -0 "$spid" 2>/dev/null || state=exited
+        echo "round $round $level $entry: the server ($state) did not say READY in 20 s: $(head -c 300 "$WORK/server.out")" >&2
         kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
         continue
       fi
