@@ -50,8 +50,8 @@ impl Local {
         self.stamp_next_slice.set(true);
     }
 
-    /// Spins briefly (if that has paid lately), then sleeps, until work, an interrupt, I/O or
-    /// a timer is due.
+    /// Spins briefly (if another thread ended the last idle spell), then sleeps, until work,
+    /// an interrupt, I/O or a timer is due.
     fn wait_for_work(&self) {
         let me = self.me();
         // A nudge takes our `idle` flag; spawns from outside the runtime fill `fresh`.
