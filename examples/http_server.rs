@@ -174,6 +174,24 @@ fn main() {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn pipelined_requests_are_answered_together_and_a_partial_one_waits() {
+        let one = b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut input = [&one[..], &one[..], b"GET /plain"].concat();
+        let mut out = Vec::new();
+        let used = super::respond(&input, &mut out).unwrap();
+        assert_eq!(used, 2 * one.len());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2);
+        assert_eq!(text.matches("\r\nContent-Length: 13\r\n\r\nHello, World!").count(), 2);
+        assert!(text.contains("\r\nServer: sigcoro\r\nDate: "));
+        input.drain(..used);
+        let mut out = Vec::new();
+        assert_eq!(super::respond(&input, &mut out).unwrap(), 0);
+        assert!(out.is_empty());
+        assert!(super::respond(b"NOT HTTP\r\n\r\n", &mut out).is_err());
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(&super::format_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(&super::format_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
