@@ -25,7 +25,8 @@ cargo build --release --quiet
 BIN=./target/release/sigcoro-peers
 TICK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+spid=
+trap 'rm -rf "$WORK"; [[ -n $spid ]] && kill "$spid" 2>/dev/null; true' EXIT
 cat > "$WORK/pipeline.lua" <<'LUA'
 -- wrk -s pipeline.lua URL -- DEPTH: every request is DEPTH pipelined GETs of URL's path
 init = function(args)
