@@ -1,7 +1,8 @@
 //! A bounded echo load client, loopback only: `--conns` connections, each a coroutine that
 //! sends a `--size`-byte message and waits for its echo before sending the next (closed loop),
 //! for at most `--secs` seconds or `--count` messages in all. Prints throughput and latency
-//! percentiles.
+//! percentiles, and the CPU time the client used (its threads, `echo-load-*`) apart from the
+//! rest of the process (the in-process server, when there is one).
 //!
 //! ```sh
 //! cargo run --release --example echo_load                      # against an in-process sigcoro server
@@ -59,6 +60,11 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Round-trip times in ns, sorted.
     pub latencies: Vec<u32>,
+    /// CPU time (user + system) the client's threads used over `elapsed`.
+    pub client_cpu: Duration,
+    /// CPU time the whole process used over `elapsed`: minus `client_cpu`, the server's when
+    /// it runs in this process too.
+    pub process_cpu: Duration,
 }
 
 impl LoadReport {
@@ -74,6 +80,27 @@ impl LoadReport {
         }
         let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
         Duration::from_nanos(u64::from(self.latencies[i]))
+    }
+
+    /// CPU time of the rest of the process (an in-process server) over the run.
+    pub fn server_cpu(&self) -> Duration {
+        self.process_cpu.saturating_sub(self.client_cpu)
+    }
+
+    /// `cpu` per echoed message, in microseconds.
+    pub fn us_per_msg(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.msgs.max(1) as f64
+    }
+
+    /// The client's CPU, and the in-process server's: seconds and microseconds per message.
+    pub fn cpu_line(&self) -> String {
+        format!(
+            "client CPU {:.2} s ({:.1} us/msg), server CPU {:.2} s ({:.1} us/msg)",
+            self.client_cpu.as_secs_f64(),
+            self.us_per_msg(self.client_cpu),
+            self.server_cpu().as_secs_f64(),
+            self.us_per_msg(self.server_cpu())
+        )
     }
 
     /// One line: throughput and latency percentiles.
@@ -104,10 +131,40 @@ pub fn check_loopback(addr: &SocketAddr) -> io::Result<()> {
     }
 }
 
+/// The name prefix of the client runtime's threads (`echo-load-0`, `echo-load-timer`).
+const CLIENT_THREADS: &str = "echo-load";
+
+/// CPU time (user + system) of this process (`None`, threads that ended included), or of its
+/// live threads whose name starts with `prefix`; from `/proc`, in clock ticks (10 ms).
+pub fn cpu_time(prefix: Option<&str>) -> Duration {
+    // utime and stime are the 14th and 15th fields; the 2nd, the name, may hold spaces.
+    let ticks = |stat: &str| -> u64 {
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum()
+    };
+    let total = match prefix {
+        None => ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
+        Some(prefix) => std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+            .map(|t| ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
+            .sum(),
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(total * 1_000_000_000 / hz)
+}
+
 /// Drives the echo server at `addr` as `cfg` says, from a sigcoro runtime of its own.
 pub fn run_load(addr: SocketAddr, cfg: &LoadConfig) -> io::Result<LoadReport> {
     check_loopback(&addr)?;
-    let rt = Runtime::builder().workers(cfg.workers).name("echo-load").build()?;
+    let rt = Runtime::builder().workers(cfg.workers).name(CLIENT_THREADS).build()?;
     let cfg = cfg.clone();
     rt.block_on(move || {
         let budget = Arc::new(AtomicU64::new(cfg.max_msgs));
@@ -147,6 +204,7 @@ pub fn run_load(addr: SocketAddr, cfg: &LoadConfig) -> io::Result<LoadReport> {
             .collect();
         barrier.wait();
         let start = Instant::now();
+        let cpu_start = (cpu_time(Some(CLIENT_THREADS)), cpu_time(None));
         let mut latencies = Vec::new();
         let mut first_err = None;
         for h in conns {
@@ -161,6 +219,10 @@ pub fn run_load(addr: SocketAddr, cfg: &LoadConfig) -> io::Result<LoadReport> {
             }
         }
         let elapsed = start.elapsed();
+        let (client_cpu, process_cpu) = (
+            cpu_time(Some(CLIENT_THREADS)).saturating_sub(cpu_start.0),
+            cpu_time(None).saturating_sub(cpu_start.1),
+        );
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -169,6 +231,8 @@ pub fn run_load(addr: SocketAddr, cfg: &LoadConfig) -> io::Result<LoadReport> {
             msgs: latencies.len() as u64,
             elapsed,
             latencies,
+            client_cpu,
+            process_cpu,
         })
     })
 }
@@ -251,11 +315,18 @@ fn main() {
         cfg.conns, cfg.size, cfg.duration, cfg.max_msgs, cfg.workers
     );
     let outcome = run_load(addr, &cfg);
+    let in_process = _server.is_some();
     if let Some(server) = _server {
         server.shutdown();
     }
     match outcome {
-        Ok(r) => println!("{}", r.line()),
+        Ok(r) if in_process => println!("{}\n{}", r.line(), r.cpu_line()),
+        Ok(r) => println!(
+            "{}\nclient CPU {:.2} s ({:.1} us/msg); the server's is its own process's",
+            r.line(),
+            r.client_cpu.as_secs_f64(),
+            r.us_per_msg(r.client_cpu)
+        ),
         Err(e) => {
             eprintln!("echo_load: {e}");
             std::process::exit(1);

@@ -301,6 +301,9 @@ pub(crate) struct Local {
     /// preemption (CPU-bound coroutines live there), and first and after an idle spell (the timer
     /// thread may have napped, and would count the slice from when it woke).
     stamp_next_slice: Cell<bool>,
+    /// Whether this worker spins before it sleeps: its last idle spell was ended by another
+    /// thread, not by I/O (`idle.rs`).
+    spin_pays: Cell<bool>,
     /// When the running slice began, if it was stamped.
     slice_start: Cell<Option<u64>>,
     /// Live tasks that have suspended here at least once, by slot; the free slots.
@@ -441,6 +444,7 @@ impl Local {
             firing: Cell::new(false),
             slice_over: Cell::new(false),
             stamp_next_slice: Cell::new(true),
+            spin_pays: Cell::new(true),
             slice_start: Cell::new(None),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),

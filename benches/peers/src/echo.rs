@@ -5,6 +5,12 @@
 //! 64-byte message and waiting for its echo, for 3 s. Servers take turns, repeated, and the
 //! median run is reported. Threads are unpinned for this workload (both cores in use).
 //!
+//! Client and server share this process and the machine's cores, so each run also reports the
+//! CPU time of the client's threads (`echo-load-*`, read from `/proc/self/task`) apart from the
+//! rest of the process (the server's threads, and the main thread, which only waits), in
+//! seconds and microseconds per message: a server that costs more CPU per message leaves less
+//! to the client, and that shows in the throughput of every server.
+//!
 //! `echo-rss`: resident memory per idle connection with 10,000 connections held. Each server
 //! runs in a child process (this binary as `echo-rss-child PEER N`) that reports its RSS growth
 //! once it has accepted N connections and every handler waits in `read`; this process holds the
@@ -146,8 +152,10 @@ pub fn run(reps: usize) {
     };
     println!(
         "echo: {CONNS} connections x {SIZE}-byte messages, closed loop, {SECS} s per run, {reps} runs per server \
-         (interleaved), client: sigcoro with {CLIENT_WORKERS} worker, servers: {SERVER_WORKERS} workers/threads"
+         (interleaved), client: sigcoro with {CLIENT_WORKERS} worker, servers: {SERVER_WORKERS} workers/threads, \
+         both in this process, unpinned"
     );
+    println!("machine: {}; load average before: {}", machine(), loadavg());
     let mut results: Vec<Vec<LoadReport>> = vec![Vec::new(); PEERS.len()];
     for _ in 0..reps {
         for (i, peer) in PEERS.iter().enumerate() {
@@ -181,8 +189,27 @@ pub fn run(reps: usize) {
             median.line(),
             all.join(", ")
         );
+        println!("echo      {peer:<12} {}", median.cpu_line());
     }
+    println!("load average after: {}", loadavg());
     crate::harness::pin_to_cpu0().ok();
+}
+
+/// The CPU count and model, from `/proc/cpuinfo`.
+fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpus} CPUs, {model}")
+}
+
+/// The 1, 5 and 15-minute load averages.
+fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Raises this process's open-file limit to its hard limit.

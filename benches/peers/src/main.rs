@@ -2,6 +2,7 @@
 //! sigcoro is benchmarked on, so they can be compared in the same run on the same machine.
 //!
 //! Usage: `sigcoro-peers [--json] [--reps R] <switch|create|rss|handoff|spawn|cold|chan|echo|echo-rss|all>...`
+//! (and `sigcoro-peers http-serve PEER PORT [WORKERS] [SECS]`: one HTTP server for `http.sh`)
 //!
 //! Prints one table row per (peer, workload) and, with `--json`, a JSON line after each row.
 //! Timed workloads run with the main thread pinned to CPU 0; may's one worker pins itself
@@ -15,6 +16,7 @@ mod echo;
 #[path = "../../../examples/switch_lab/glibc.rs"]
 mod glibc;
 mod harness;
+mod http;
 mod lab;
 mod may_rt;
 mod rss;
@@ -39,6 +41,9 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("echo-rss-child") {
         echo::rss_child(&args[1], args[2].parse().expect("count"));
+    }
+    if args.first().map(String::as_str) == Some("http-serve") {
+        http::serve(&args[1..]); // one HTTP server for benches/peers/http.sh
     }
     if args.first().map(String::as_str) == Some("lab") {
         lab::main(&args[1..]); // the context-switch lab's peer rows (examples/switch_lab.rs)
