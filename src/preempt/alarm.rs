@@ -93,8 +93,17 @@ impl Alarm {
         }
         self.slice_end.store(ends_slice, Ordering::Relaxed);
         self.timer_pending.store(timer.is_some(), Ordering::Relaxed);
-        if self.armed.load(Ordering::Relaxed) != target {
-            let wait = target.saturating_sub(super::timer::nanos(Instant::now())).max(1);
+        // Not before the quiet time the handler set after a slow refused walk (see
+        // `PreemptWatch::quiet_until`): the coroutine must run between walks.
+        let quiet = watch
+            .quiet_until
+            .load(Ordering::Relaxed)
+            .saturating_sub(super::handler::clock_ns());
+        if self.armed.load(Ordering::Relaxed) != target || quiet > 0 {
+            let wait = target
+                .saturating_sub(super::timer::nanos(Instant::now()))
+                .max(1)
+                .max(quiet);
             if !self.set(wait) {
                 return;
             }

@@ -134,13 +134,15 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     let walk_start = clock_ns();
     // SAFETY: `regs` are the interrupted registers of this task's coroutine, on this thread.
     let vouched = anywhere || unsafe { vouched(task, regs, region) };
+    // Whatever the verdict, the coroutine then runs four times as long as the walk took
+    // before the next signal (a walk at the bottom of a deep stack, by an unoptimised walker,
+    // can take longer than a slice: without this the coroutine would make no headway).
+    let walk_end = clock_ns();
+    let walk_ns = walk_end.saturating_sub(walk_start);
+    watch.quiet_until.store(walk_end + 4 * walk_ns, Ordering::Relaxed);
     if !vouched {
-        // A long refused walk (deep, or slow: an unoptimised walker) makes the timer thread
-        // back off, so that the coroutine is not kept in the handler; a short one is retried
-        // soon by the worker's alarm.
-        let walk_end = clock_ns();
-        let walk_ns = walk_end.saturating_sub(walk_start);
-        watch.quiet_until.store(walk_end + 4 * walk_ns, Ordering::Relaxed);
+        // A long refused walk (deep, or slow) makes the timer thread back off as well; a
+        // short one is retried soon by the worker's alarm.
         if region.saturating_sub(regs.sp) > LONG_WALK || walk_ns > local.rt.slice_ns / 8 {
             watch.deep_refusal.store(true, Ordering::Relaxed);
         } else {

@@ -46,7 +46,7 @@ pub(crate) struct PreemptWatch {
     /// the timer thread then waits longer before it signals again.
     pub deep_refusal: AtomicBool,
     /// Until when (CLOCK_MONOTONIC ns, see [`super::handler::clock_ns`]) the timer thread sends
-    /// no signal: set by the handler after a refused walk to four times the walk's length past
+    /// no signal and the worker's alarm does not go off: set by the handler after a refused walk to four times the walk's length past
     /// its end, so that a walk slower than the timer's retries (an unoptimised walker on a deep
     /// stack) cannot keep the coroutine in the handler for good.
     pub quiet_until: AtomicU64,
