@@ -248,55 +248,23 @@ impl Drop for Count {
 /// worker serves at least a quarter of 16 connections whose requests cost some computation.
 #[test]
 fn connection_coroutines_of_an_accept_loop_spread_over_the_workers() {
-    use std::io::{Read, Write};
     let _one_at_a_time = serial();
     let _dog = Watchdog::new(60, "connection_coroutines_of_an_accept_loop_spread_over_the_workers");
     const CONNECTIONS: usize = 16;
-    let rt = Runtime::builder()
-        .workers(2)
-        .preempt(Some(Duration::from_millis(1)))
-        .name("srv")
-        .build()
-        .unwrap();
-    let listener = rt.block_on(|| sigcoro::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let addr = listener.local_addr().unwrap();
-    let server = rt.spawn(move || {
-        let mut conns = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let (mut stream, _) = listener.accept().unwrap();
-            conns.push(sigcoro::spawn(move || {
-                let mut buf = [0u8; 8];
-                stream.read_exact(&mut buf).unwrap();
-                // A request that costs a few milliseconds of computation, with safe points.
-                let mut x = u64::from_le_bytes(buf);
-                for _ in 0..2000 {
-                    x = step(x);
-                    sigcoro::checkpoint();
-                }
-                stream.write_all(&x.to_le_bytes()).unwrap();
-                thread_name()
-            }));
-        }
-        conns.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
-    });
+    let server = Server::start("srv", true, CONNECTIONS, 2000);
     let clients: Vec<_> = (0..CONNECTIONS as u64)
         .map(|i| {
+            let addr = server.addr;
             std::thread::spawn(move || {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
-                s.write_all(&i.to_le_bytes()).unwrap();
-                let mut reply = [0u8; 8];
-                s.read_exact(&mut reply).unwrap();
+                request(&mut s, i);
             })
         })
         .collect();
     for c in clients {
         c.join().unwrap();
     }
-    let names = server.join().unwrap();
-    let mut per_worker: HashMap<&str, usize> = HashMap::new();
-    for n in &names {
-        *per_worker.entry(n).or_default() += 1;
-    }
+    let per_worker = server.served();
     for w in ["srv-0", "srv-1"] {
         let served = per_worker.get(w).copied().unwrap_or(0);
         assert!(
@@ -342,39 +310,9 @@ fn control_without_placement_keep_alive_connections_pile_up_on_one_worker() {
 /// Runs the keep-alive program (8 connections, 20 requests each); how many connections each
 /// worker served.
 fn keep_alive_connections(place_by_live: bool) -> HashMap<String, usize> {
-    use std::io::{Read, Write};
     const CONNECTIONS: usize = 8;
-    const REQUESTS: usize = 20;
-    let rt = Runtime::builder()
-        .workers(2)
-        .preempt(Some(Duration::from_millis(1)))
-        .name("ka")
-        .place_by_live_count_for_tests(place_by_live)
-        .build()
-        .unwrap();
-    let listener = rt.block_on(|| sigcoro::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let addr = listener.local_addr().unwrap();
-    let server = rt.spawn(move || {
-        let mut conns = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let (mut stream, _) = listener.accept().unwrap();
-            conns.push(sigcoro::spawn(move || {
-                let name = thread_name();
-                let mut buf = [0u8; 8];
-                while stream.read_exact(&mut buf).is_ok() {
-                    let mut x = u64::from_le_bytes(buf);
-                    for _ in 0..200 {
-                        x = step(x);
-                        sigcoro::checkpoint();
-                    }
-                    stream.write_all(&x.to_le_bytes()).unwrap();
-                }
-                assert_eq!(thread_name(), name, "a started coroutine changed thread");
-                name
-            }));
-        }
-        conns.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
-    });
+    const REQUESTS: u64 = 20;
+    let server = Server::start("ka", place_by_live, CONNECTIONS, 200);
     let connected = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CONNECTIONS as u64)
         .map(|i| {
@@ -382,20 +320,17 @@ fn keep_alive_connections(place_by_live: bool) -> HashMap<String, usize> {
             while connected.load(Ordering::SeqCst) < i as usize {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut s = std::net::TcpStream::connect(server.addr).unwrap();
             let connected = connected.clone();
             std::thread::spawn(move || {
-                let mut reply = [0u8; 8];
-                for r in 0..REQUESTS as u64 {
-                    s.write_all(&(i * 1000 + r).to_le_bytes()).unwrap();
-                    s.read_exact(&mut reply).unwrap();
-                    if r == 0 {
-                        // Stay connected until every client is: all connections live at once.
-                        connected.fetch_add(1, Ordering::SeqCst);
-                        while connected.load(Ordering::SeqCst) < CONNECTIONS {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
+                request(&mut s, i * 1000);
+                // Stay connected until every client is: all connections live at once.
+                connected.fetch_add(1, Ordering::SeqCst);
+                while connected.load(Ordering::SeqCst) < CONNECTIONS {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                for r in 1..REQUESTS {
+                    request(&mut s, i * 1000 + r);
                 }
             })
         })
@@ -403,9 +338,75 @@ fn keep_alive_connections(place_by_live: bool) -> HashMap<String, usize> {
     for c in clients {
         c.join().unwrap();
     }
-    let mut per_worker: HashMap<String, usize> = HashMap::new();
-    for n in server.join().unwrap() {
-        *per_worker.entry(n).or_default() += 1;
+    server.served()
+}
+
+/// A 2-worker runtime whose accept loop spawns a coroutine per connection, as every
+/// green-thread server does.
+struct Server {
+    _rt: Runtime,
+    addr: std::net::SocketAddr,
+    /// The acceptor: the worker thread each connection coroutine ran on.
+    acceptor: sigcoro::JoinHandle<Vec<String>>,
+}
+
+impl Server {
+    /// Threads named `name-N`; accepts `connections`, each served by a coroutine that answers
+    /// requests (8-byte numbers) after `steps` steps of arithmetic with safe points, until the
+    /// client closes.
+    fn start(name: &str, place_by_live: bool, connections: usize, steps: usize) -> Server {
+        use std::io::{Read, Write};
+        let rt = Runtime::builder()
+            .workers(2)
+            .preempt(Some(Duration::from_millis(1)))
+            .name(name)
+            .place_by_live_count_for_tests(place_by_live)
+            .build()
+            .unwrap();
+        let listener = rt.block_on(|| sigcoro::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let acceptor = rt.spawn(move || {
+            let mut conns = Vec::new();
+            for _ in 0..connections {
+                let (mut stream, _) = listener.accept().unwrap();
+                conns.push(sigcoro::spawn(move || {
+                    let name = thread_name();
+                    let mut buf = [0u8; 8];
+                    while stream.read_exact(&mut buf).is_ok() {
+                        let mut x = u64::from_le_bytes(buf);
+                        for _ in 0..steps {
+                            x = step(x);
+                            sigcoro::checkpoint();
+                        }
+                        stream.write_all(&x.to_le_bytes()).unwrap();
+                    }
+                    assert_eq!(thread_name(), name, "a started coroutine changed thread");
+                    name
+                }));
+            }
+            conns.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        Server {
+            _rt: rt,
+            addr,
+            acceptor,
+        }
     }
-    per_worker
+
+    /// How many connections each worker served (after every client closed).
+    fn served(self) -> HashMap<String, usize> {
+        let mut per_worker = HashMap::new();
+        for n in self.acceptor.join().unwrap() {
+            *per_worker.entry(n).or_default() += 1;
+        }
+        per_worker
+    }
+}
+
+/// Sends `value` and waits for the answer.
+fn request(s: &mut std::net::TcpStream, value: u64) {
+    use std::io::{Read, Write};
+    s.write_all(&value.to_le_bytes()).unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).unwrap();
 }

@@ -10,6 +10,7 @@
 //! and each child checks the births it asked for happened.
 
 mod common;
+use common::recurse_forever;
 
 use common::{child_command, is_child};
 use sigcoro::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
@@ -329,17 +330,6 @@ fn cloned_and_trick_born_stacks_in_one_process_behave_alike() {
 
 // ---------------------------------------------------------------------------------------------
 // Overflow reports: the child crashes on purpose.
-
-/// Recurses until the stack runs out (as in tests/crash.rs).
-fn recurse_forever(depth: u64) -> u64 {
-    let mut local = [0u8; 512];
-    local[depth as usize % 512] = depth as u8;
-    black_box(&mut local);
-    if black_box(depth) == u64::MAX {
-        return 0;
-    }
-    recurse_forever(depth + 1) + u64::from(local[7])
-}
 
 #[test]
 fn overflow_of_a_cloned_stack_is_reported() {

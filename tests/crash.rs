@@ -6,12 +6,12 @@
 //! work instead. The child's core dumps are turned off.
 
 mod common;
+use common::recurse_forever;
 
 use common::child::Outcome;
 use common::is_child;
 use sigcoro::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use sigcoro::stack::{guards_are_lightweight, thread_stats};
-use std::hint::black_box;
 use std::os::unix::process::ExitStatusExt;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,19 +20,6 @@ use std::time::{Duration, Instant};
 /// after `timeout`.
 fn run_child(test: &str, timeout: Duration) -> Outcome {
     common::child::run(test, timeout, &[])
-}
-
-/// Recurses until the stack runs out. The local array (black-boxed) and the use of the
-/// result after the call keep the compiler from turning it into a loop; the condition on a
-/// black-boxed value keeps it from seeing the recursion as unconditional.
-fn recurse_forever(depth: u64) -> u64 {
-    let mut local = [0u8; 512];
-    local[depth as usize % 512] = depth as u8;
-    black_box(&mut local);
-    if black_box(depth) == u64::MAX {
-        return 0;
-    }
-    recurse_forever(depth + 1) + u64::from(local[7])
 }
 
 fn assert_aborted(out: &Outcome) {

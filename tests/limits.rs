@@ -3,6 +3,7 @@
 //! resource limit (`setrlimit`) or crash run in a child process.
 
 mod common;
+use common::recurse_forever;
 
 use common::child::{self, Outcome};
 use common::{is_child, rt};
@@ -66,17 +67,6 @@ fn control_without_returned_reservations_many_sizes_exhaust_the_table() {
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("CONTROL-FAILED-AS-EXPECTED"), "{out:?}");
     assert!(out.stdout.contains("stack reservations, its limit"), "{out:?}");
-}
-
-/// Recurses until the stack runs out.
-fn recurse_forever(depth: u64) -> u64 {
-    let mut local = [0u8; 512];
-    local[depth as usize % 512] = depth as u8;
-    black_box(&mut local);
-    if black_box(depth) == u64::MAX {
-        return 0;
-    }
-    recurse_forever(depth + 1) + u64::from(local[7])
 }
 
 #[test]

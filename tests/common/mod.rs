@@ -9,11 +9,13 @@
 
 pub mod child;
 pub mod hang;
+pub mod overflow;
 pub mod runtime;
 pub mod sound;
 pub mod spin;
 
 pub use child::{child_command, is_child};
 pub use hang::{no_hang, watchdog, with_timeout};
+pub use overflow::recurse_forever;
 pub use runtime::{rt, rt_no_preempt, rt_preempt, rt_with};
 pub use spin::{spin, spin_until};
