@@ -106,6 +106,24 @@ impl<T> State<T> {
     }
 }
 
+/// Drops every value of `values`, even when some of their destructors panic; the first
+/// panic is propagated once all are dropped (the others are discarded), as crossbeam does. A
+/// plain `VecDeque` drop would abort the process at the second panicking destructor.
+fn drop_values<T>(values: VecDeque<T>) {
+    let mut first = None;
+    for v in values {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v))) {
+            first.get_or_insert(payload);
+        }
+    }
+    // While unwinding already, a second panic would abort: the payload is dropped instead.
+    if let Some(payload) = first
+        && !std::thread::panicking()
+    {
+        std::panic::resume_unwind(payload);
+    }
+}
+
 /// Unlocks, then wakes (with preemption still held off).
 #[inline(always)]
 fn unlock_and_wake<T>(st: SpinGuard<'_, State<T>>, wake: Wake) {
@@ -184,7 +202,7 @@ impl<T> Chan<T> {
         let off = st.unlock();
         wakes.into_iter().for_each(|w| w.run(&off));
         drop(off);
-        drop(dropped); // user code, outside the lock and the no-preempt region
+        drop_values(dropped); // user code, outside the lock and the no-preempt region
     }
 
     fn is_zero(&self) -> bool {
@@ -517,6 +535,15 @@ impl<T> Chan<T> {
 
     pub(super) fn len(&self) -> usize {
         if self.is_zero() { 0 } else { self.lock().queue.len() }
+    }
+}
+
+impl<T> Drop for Chan<T> {
+    /// Values still queued (the channel dies with its last end) are dropped one by one, as in
+    /// [`drop_values`].
+    fn drop(&mut self) {
+        let queue = std::mem::take(&mut self.state.get_mut().queue);
+        drop_values(queue);
     }
 }
 
