@@ -68,3 +68,206 @@ fn panicking_destructors_in_a_dropped_channel_propagate_once_in_a_coroutine() {
         panicking_destructors_propagate_once(Some(8));
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rendezvous channels: a selection waiting to send is a sender
+
+use sigcoro::sync::channel::{RecvTimeoutError, TryRecvError};
+use sigcoro::{select, spawn, yield_now};
+use std::time::Duration;
+
+/// Lets every other runnable coroutine of this worker run until it blocks.
+fn settle() {
+    for _ in 0..8 {
+        yield_now();
+    }
+}
+
+/// How a receiver that may not wait takes a value on a rendezvous channel.
+#[derive(Clone, Copy, Debug)]
+enum NonBlocking {
+    TryRecv,
+    ZeroTimeout,
+    SelectDefault,
+}
+
+fn receive_without_waiting(rx: &channel::Receiver<i32>, how: NonBlocking) -> Option<i32> {
+    match how {
+        NonBlocking::TryRecv => rx.try_recv().ok(),
+        NonBlocking::ZeroTimeout => rx.recv_timeout(Duration::ZERO).ok(),
+        NonBlocking::SelectDefault => select! {
+            recv(rx) -> v => v.ok(),
+            default => None,
+        },
+    }
+}
+
+#[test]
+fn a_sender_blocked_in_a_select_is_seen_by_non_blocking_receives() {
+    for how in [
+        NonBlocking::TryRecv,
+        NonBlocking::ZeroTimeout,
+        NonBlocking::SelectDefault,
+    ] {
+        rt_no_preempt(1).block_on(move || {
+            let (tx, rx) = channel::bounded::<i32>(0);
+            let (_tx2, rx2) = channel::bounded::<i32>(0);
+            let sender = spawn(move || {
+                select! {
+                    send(tx, 7) -> res => res.is_ok(),
+                    recv(rx2) -> _ => false,
+                }
+            });
+            settle(); // the selection parks
+            assert_eq!(receive_without_waiting(&rx, how), Some(7), "{how:?}");
+            assert!(sender.join().unwrap(), "{how:?}: the send arm was selected");
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        });
+    }
+}
+
+#[test]
+fn a_sender_blocked_in_a_plain_send_is_seen_by_non_blocking_receives() {
+    for how in [
+        NonBlocking::TryRecv,
+        NonBlocking::ZeroTimeout,
+        NonBlocking::SelectDefault,
+    ] {
+        rt_no_preempt(1).block_on(move || {
+            let (tx, rx) = channel::bounded::<i32>(0);
+            let sender = spawn(move || tx.send(7).is_ok());
+            settle();
+            assert_eq!(receive_without_waiting(&rx, how), Some(7), "{how:?}");
+            assert!(sender.join().unwrap());
+        });
+    }
+}
+
+#[test]
+fn a_select_sender_is_seen_by_a_receiver_on_another_worker_thread() {
+    // The receiver is a plain thread; the selection a coroutine that parks.
+    common::no_hang(|| {
+        let rt = rt_no_preempt(1);
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let (ready_tx, ready_rx) = channel::bounded::<()>(1);
+        let sender = rt.spawn(move || {
+            ready_tx.send(()).unwrap();
+            select! { send(tx, 5) -> res => res.unwrap() }
+        });
+        ready_rx.recv().unwrap();
+        // The selection is parked or about to: a blocking receive always gets the value.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(5));
+        sender.join().unwrap();
+        assert_eq!(rx.recv_timeout(Duration::ZERO), Err(RecvTimeoutError::Disconnected));
+    });
+}
+
+#[test]
+fn a_select_with_both_sides_of_a_rendezvous_channel_does_not_pair_with_itself() {
+    rt_no_preempt(1).block_on(|| {
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let got = select! {
+            send(tx, 1) -> _ => "sent",
+            recv(rx) -> _ => "received",
+            default => "nothing",
+        };
+        assert_eq!(got, "nothing");
+        let (tx2, rx2) = (tx.clone(), rx.clone());
+        let selector = spawn(move || {
+            select! {
+                send(tx2, 1) -> _ => "sent",
+                recv(rx2) -> _ => "received",
+                default(Duration::from_millis(30)) => "nothing",
+            }
+        });
+        settle();
+        // Not paired with itself while parked; a receive here takes its send.
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(selector.join().unwrap(), "sent");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Send arms evaluate their value only when chosen
+
+#[test]
+fn a_send_value_is_evaluated_only_for_the_chosen_arm() {
+    use std::cell::Cell;
+    let evaluated = Cell::new(0);
+    let value = |v: i32| {
+        evaluated.set(evaluated.get() + 1);
+        v
+    };
+    let (full_tx, _full_rx) = channel::bounded::<i32>(1);
+    full_tx.send(0).unwrap();
+    let (zero_tx, _zero_rx) = channel::bounded::<i32>(0);
+    let got = select! {
+        send(full_tx, value(1)) -> _ => "full",
+        send(zero_tx, value(2)) -> _ => "zero",
+        default => "default",
+    };
+    assert_eq!((got, evaluated.get()), ("default", 0));
+
+    let (tx, rx) = channel::unbounded::<i32>();
+    let got = select! {
+        send(full_tx, value(1)) -> _ => "full",
+        send(tx, value(3)) -> res => { res.unwrap(); "open" }
+    };
+    assert_eq!((got, evaluated.get()), ("open", 1));
+    assert_eq!(rx.try_recv(), Ok(3));
+
+    // Disconnected: the arm is chosen, its value evaluated and handed back.
+    drop(rx);
+    let got = select! {
+        send(tx, value(4)) -> res => res.unwrap_err().into_inner(),
+        default => 0,
+    };
+    assert_eq!((got, evaluated.get()), (4, 2));
+}
+
+/// A send arm's value expression that panics.
+fn no_value() -> i32 {
+    panic!("no value")
+}
+
+#[test]
+fn a_send_value_that_panics_or_leaves_gives_the_room_back() {
+    let (tx, rx) = channel::bounded::<i32>(1);
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        select! {
+            send(tx, no_value()) -> _ => {},
+        }
+    }));
+    assert!(res.is_err());
+    assert_eq!(
+        tx.try_send(1),
+        Ok(()),
+        "the room reserved for the panicking arm came back"
+    );
+    assert_eq!(rx.try_recv(), Ok(1));
+    let f = || -> Option<()> {
+        select! {
+            send(tx, None?) -> _ => {},
+        }
+        Some(())
+    };
+    assert_eq!(f(), None);
+    assert_eq!(tx.try_send(2), Ok(()));
+    assert!(tx.is_full());
+}
+
+#[test]
+fn a_rendezvous_claimer_is_released_when_the_value_panics() {
+    rt_no_preempt(1).block_on(|| {
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let sender = spawn(move || {
+            select! {
+                send(tx, no_value()) -> _ => {},
+            }
+        });
+        settle();
+        // Claims the selection, which panics computing its value: nothing to receive.
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert!(sender.join().is_err());
+    });
+}

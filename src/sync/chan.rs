@@ -41,11 +41,15 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use super::select::{Side, Watch};
+use super::select::Side;
 use super::spin::{SpinGuard, SpinLock};
 use super::waitlist::{Node, WaitList, Wake, spinning_task};
 use super::waitq::{OnUnwind, expired};
-use crate::sched::park::Unparker;
+
+#[path = "chan_select.rs"]
+mod select_side;
+
+use select_side::{Claim, Watcher};
 
 /// The shared channel: one internal lock over the queue, the counts and the waiters.
 pub(super) struct Chan<T> {
@@ -67,14 +71,20 @@ struct State<T> {
     /// Blocked senders, their values in their slots.
     send_waiters: WaitList<T>,
     /// `Select`s waiting to receive / send: all woken on every change that may concern them.
-    recv_watchers: Vec<(u64, Unparker)>,
-    send_watchers: Vec<(u64, Unparker)>,
+    recv_watchers: Vec<Watcher>,
+    send_watchers: Vec<Watcher>,
+    /// Sends that selections were granted and have not completed yet (their values are still
+    /// being computed): counted as queued values by `has_room`.
+    reserved: usize,
+    /// Receivers that claimed a waiting selection's send (rendezvous channels only) and wait
+    /// for its value.
+    claims: Vec<Claim<T>>,
 }
 
 #[inline]
-fn wake_watchers(watchers: &[(u64, Unparker)]) {
-    for (_, u) in watchers {
-        u.unpark();
+fn wake_watchers(watchers: &[Watcher]) {
+    for w in watchers {
+        w.unparker.unpark();
     }
 }
 
@@ -144,6 +154,8 @@ impl<T> Chan<T> {
                 send_waiters: WaitList::new(),
                 recv_watchers: Vec::new(),
                 send_watchers: Vec::new(),
+                reserved: 0,
+                claims: Vec::new(),
             }),
             queued: AtomicUsize::new(0),
             spinner: AtomicPtr::new(ptr::null_mut()),
@@ -210,16 +222,16 @@ impl<T> Chan<T> {
     }
 
     /// Whether a value may be queued now (nobody blocked in `recv`; ignoring disconnection).
-    /// On a rendezvous channel: while more `Select`s (other than `exclude`) wait to receive than
-    /// there are values for them.
+    /// Sends granted to selections count as queued. On a rendezvous channel: while more
+    /// `Select`s (other than `exclude`) wait to receive than there are values for them.
     fn has_room(&self, st: &State<T>, exclude: u64) -> bool {
         match self.cap {
             None => true,
             Some(0) => {
-                let watching = st.recv_watchers.iter().filter(|(id, _)| *id != exclude).count();
-                watching > st.queue.len() + st.send_waiters.len()
+                let watching = st.recv_watchers.iter().filter(|w| w.id != exclude).count();
+                watching > st.queue.len() + st.send_waiters.len() + st.reserved
             }
-            Some(cap) => st.queue.len() < cap,
+            Some(cap) => st.queue.len() + st.reserved < cap,
         }
     }
 
@@ -239,7 +251,7 @@ impl<T> Chan<T> {
                 let mut wake = Wake::NONE;
                 if let Some(cap) = self.cap
                     && cap > 0
-                    && st.queue.len() < cap
+                    && st.queue.len() + st.reserved < cap
                     && let Some(node) = st.send_waiters.pop_front()
                 {
                     // Room appeared: it goes to the oldest blocked sender's value.
@@ -265,7 +277,7 @@ impl<T> Chan<T> {
         Some((v, wake))
     }
 
-    pub(super) fn try_send(&self, v: T, exclude: u64) -> Result<(), TrySendError<T>> {
+    pub(super) fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let mut st = self.lock();
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(v));
@@ -277,7 +289,7 @@ impl<T> Chan<T> {
             }
             Err(v) => v,
         };
-        if !self.has_room(&st, exclude) {
+        if !self.has_room(&st, 0) {
             return Err(TrySendError::Full(v));
         }
         st.enqueue(v, &self.queued);
@@ -362,11 +374,24 @@ impl<T> Chan<T> {
         false
     }
 
+    #[inline]
     pub(super) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.try_recv_from(0)
+    }
+
+    /// `try_recv` for the selection `exclude` (0: none), which may not take its own send.
+    pub(super) fn try_recv_from(&self, exclude: u64) -> Result<T, TryRecvError> {
         let mut st = self.lock();
         if let Some((v, wake)) = self.pop(&mut st) {
             unlock_and_wake(st, wake);
             return Ok(v);
+        }
+        if self.is_zero() && !st.send_watchers.is_empty() {
+            // A selection waiting to send is a sender too (see `chan_select.rs`).
+            match self.recv_from_selection(st, exclude) {
+                Ok(v) => return Ok(v),
+                Err(guard) => st = guard,
+            }
         }
         Err(if st.senders == 0 {
             TryRecvError::Disconnected
@@ -429,12 +454,19 @@ impl<T> Chan<T> {
     ///
     /// `node` is in no list or slot, and stays pinned in the caller's frame until this returns.
     #[inline(always)]
-    unsafe fn wait_recv(
-        &self,
-        st: SpinGuard<'_, State<T>>,
+    unsafe fn wait_recv<'g>(
+        &'g self,
+        mut st: SpinGuard<'g, State<T>>,
         node: &Node<T>,
         deadline: Option<Instant>,
     ) -> Result<T, RecvTimeoutError> {
+        if self.is_zero() && !st.send_watchers.is_empty() {
+            // A selection waiting to send is a sender too (see `chan_select.rs`).
+            match self.recv_from_selection(st, 0) {
+                Ok(v) => return Ok(v),
+                Err(guard) => st = guard,
+            }
+        }
         // SAFETY: the node leaves the list before any return below: `Node::wait` returns
         // `true` once a completer unlinked it, else `recv_timed_out` unlinks it; if the wait
         // unwinds, the guard unlinks it (or passes its value on).
@@ -544,32 +576,6 @@ impl<T> Drop for Chan<T> {
     fn drop(&mut self) {
         let queue = std::mem::take(&mut self.state.get_mut().queue);
         drop_values(queue);
-    }
-}
-
-impl<T> Watch for Chan<T> {
-    fn watch(&self, side: Side, id: u64, unparker: &Unparker) {
-        let mut st = self.lock();
-        match side {
-            Side::Recv => {
-                st.recv_watchers.push((id, unparker.clone()));
-                if self.is_zero() {
-                    wake_watchers(&st.send_watchers);
-                }
-            }
-            Side::Send => st.send_watchers.push((id, unparker.clone())),
-        }
-    }
-
-    fn unwatch(&self, side: Side, id: u64) {
-        let mut st = self.lock();
-        let list = match side {
-            Side::Recv => &mut st.recv_watchers,
-            Side::Send => &mut st.send_watchers,
-        };
-        if let Some(i) = list.iter().position(|(w, _)| *w == id) {
-            list.swap_remove(i);
-        }
     }
 }
 

@@ -36,8 +36,11 @@ use std::time::{Duration, Instant};
 use super::chan::Chan;
 use super::waitq::deadline_after;
 
-pub use super::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
-pub use super::select::Select;
+pub use super::error::{
+    ReadyTimeoutError, RecvError, RecvTimeoutError, SelectTimeoutError, SendError, SendTimeoutError, TryReadyError,
+    TryRecvError, TrySelectError, TrySendError,
+};
+pub use super::select::{Select, SelectedOperation};
 
 /// Creates a channel holding at most `cap` values; `cap == 0` makes a rendezvous channel.
 ///
@@ -78,7 +81,7 @@ impl<T> Sender<T> {
     /// Sends a value if that is possible without waiting.
     #[inline]
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.chan.try_send(value, 0)
+        self.chan.try_send(value)
     }
 
     /// Sends a value, waiting at most `timeout`.

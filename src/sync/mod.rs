@@ -37,12 +37,12 @@ pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-pub use select::Select;
+pub use select::{Select, SelectedOperation};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use waitgroup::WaitGroup;
 
 /// Helpers the [`select!`](crate::select) macro expands to; not part of the API.
 #[doc(hidden)]
 pub mod __select {
-    pub use super::select::{Mode, RecvArm, SendArm};
+    pub use super::select::{Mode, SendGuard, Token, recv_result, send_error};
 }
