@@ -271,3 +271,93 @@ fn a_rendezvous_claimer_is_released_when_the_value_panics() {
         assert!(sender.join().is_err());
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every channel call is a safe point
+
+#[test]
+fn a_try_polling_loop_lets_the_workers_other_coroutines_run() {
+    // One worker, preemption at safe points: the pollers never wait, so only the safe point
+    // in `try_recv`/`try_send`/`select!` with `default` hands the worker to the coroutine
+    // that makes them succeed.
+    common::no_hang(|| {
+        let rt = common::rt_preempt(1, Duration::from_millis(1));
+        rt.block_on(|| {
+            let (tx, rx) = channel::unbounded::<u32>();
+            let poller = spawn(move || {
+                loop {
+                    if let Ok(v) = rx.try_recv() {
+                        return v;
+                    }
+                }
+            });
+            let sender = spawn(move || tx.send(7).unwrap());
+            assert_eq!(poller.join().unwrap(), 7);
+            sender.join().unwrap();
+
+            let (tx, rx) = channel::bounded::<u32>(1);
+            tx.send(0).unwrap();
+            let poller = spawn(move || while tx.try_send(1).is_err() {});
+            let taker = spawn(move || (rx.recv().unwrap(), rx.recv().unwrap()));
+            poller.join().unwrap();
+            assert_eq!(taker.join().unwrap(), (0, 1));
+
+            let (tx, rx) = channel::bounded::<u32>(0);
+            let poller = spawn(move || {
+                loop {
+                    select! {
+                        recv(rx) -> v => return v.unwrap(),
+                        default => {}
+                    }
+                }
+            });
+            let sender = spawn(move || tx.send(3).unwrap());
+            assert_eq!(poller.join().unwrap(), 3);
+            sender.join().unwrap();
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types: variance and unwind safety, checked at compile time
+
+/// Each compiles only while its type is covariant in `T`: `Receiver` and its iterators, and
+/// `RwLockReadGuard` (as std's). `Sender` is invariant on purpose: see its `compile_fail` doc
+/// test.
+#[allow(dead_code)]
+mod covariance {
+    use sigcoro::sync::RwLockReadGuard;
+    use sigcoro::sync::channel::{IntoIter, Iter, Receiver, TryIter};
+
+    fn receiver<'a>(x: Receiver<&'static str>) -> Receiver<&'a str> {
+        x
+    }
+    fn iter<'a, 'r>(x: Iter<'r, &'static str>) -> Iter<'r, &'a str> {
+        x
+    }
+    fn try_iter<'a, 'r>(x: TryIter<'r, &'static str>) -> TryIter<'r, &'a str> {
+        x
+    }
+    fn into_iter<'a>(x: IntoIter<&'static str>) -> IntoIter<&'a str> {
+        x
+    }
+    fn read_guard<'a, 'r>(x: RwLockReadGuard<'r, &'static str>) -> RwLockReadGuard<'r, &'a str> {
+        x
+    }
+}
+
+fn assert_unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+
+#[test]
+fn channel_ends_are_unwind_safe_and_receivers_covariant() {
+    assert_unwind_safe::<channel::Sender<std::cell::Cell<u8>>>();
+    assert_unwind_safe::<channel::Receiver<std::cell::Cell<u8>>>();
+    let (tx, rx) = channel::unbounded::<&'static str>();
+    tx.send("static").unwrap();
+    let short: channel::Receiver<&str> = rx;
+    assert_eq!(short.recv(), Ok("static"));
+    assert!(!short.is_full());
+    let (tx, rx) = channel::bounded::<u8>(1);
+    tx.send(1).unwrap();
+    assert!(rx.is_full() && tx.is_full());
+}

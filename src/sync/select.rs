@@ -318,6 +318,7 @@ impl<'a> Select<'a> {
     }
 
     fn ready_until(&mut self, deadline: Option<Instant>, never_wait: bool) -> Option<usize> {
+        crate::checkpoint();
         let (pos, _) = self.run(Goal::Ready, deadline, never_wait)?;
         Some(self.arms[pos].index)
     }
