@@ -361,3 +361,77 @@ fn channel_ends_are_unwind_safe_and_receivers_covariant() {
     tx.send(1).unwrap();
     assert!(rx.is_full() && tx.is_full());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Timer channels: after, at, tick, never
+
+use std::time::Instant;
+
+fn timer_channels() {
+    const MS: Duration = Duration::from_millis(1);
+    let far = channel::after(Duration::from_secs(3600));
+    assert_eq!(far.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!((far.len(), far.capacity()), (0, Some(1)));
+    assert_eq!(far.recv_timeout(MS), Err(RecvTimeoutError::Timeout));
+
+    let start = Instant::now();
+    let soon = channel::after(2 * MS);
+    let due = soon.recv().unwrap();
+    assert!(
+        due >= start + 2 * MS && Instant::now() >= due,
+        "not delivered before it is due"
+    );
+    assert_eq!(soon.try_recv(), Err(TryRecvError::Empty), "one message only");
+    assert_eq!(
+        soon.recv_timeout(3 * MS),
+        Err(RecvTimeoutError::Timeout),
+        "never disconnected"
+    );
+
+    let past = Instant::now();
+    let at = channel::at(past);
+    assert_eq!(at.len(), 1);
+    assert!(at.is_full());
+    assert_eq!(at.try_recv(), Ok(past));
+    assert!(at.is_empty());
+
+    let ticker = channel::tick(MS);
+    let ticks: Vec<Instant> = (0..3).map(|_| ticker.recv().unwrap()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] >= w[0] + MS), "{ticks:?}");
+
+    let never = channel::never::<i32>();
+    assert_eq!(never.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(never.recv_timeout(MS), Err(RecvTimeoutError::Timeout));
+
+    // A selection parks until a timer's message is due, and takes it.
+    let (_tx, rx) = channel::unbounded::<i32>();
+    let start = Instant::now();
+    let due = select! {
+        recv(rx) -> _ => panic!("nothing is sent"),
+        recv(never) -> _ => panic!("never delivers"),
+        recv(channel::after(3 * MS)) -> due => due.unwrap(),
+    };
+    assert!(due >= start + 3 * MS);
+    let mut sel = sigcoro::sync::Select::new();
+    let t = sel.recv(&ticker);
+    sel.recv(&never);
+    assert_eq!(sel.ready(), t);
+    assert!(ticker.try_recv().is_ok());
+}
+
+#[test]
+fn timer_channels_from_a_thread() {
+    common::no_hang(timer_channels);
+}
+
+#[test]
+fn timer_channels_in_coroutines() {
+    common::no_hang(|| {
+        for workers in [1, 2] {
+            let rt = common::rt(workers);
+            rt.block_on(timer_channels);
+            let hs: Vec<_> = (0..4).map(|_| rt.spawn(timer_channels)).collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        }
+    });
+}

@@ -46,10 +46,15 @@ use super::spin::{SpinGuard, SpinLock};
 use super::waitlist::{Node, WaitList, Wake, spinning_task};
 use super::waitq::{OnUnwind, expired};
 
+#[path = "chan_ends.rs"]
+mod ends;
 #[path = "chan_select.rs"]
 mod select_side;
+#[path = "chan_timer.rs"]
+mod timer;
 
 use select_side::{Claim, Watcher};
+use timer::Timer;
 
 /// The shared channel: one internal lock over the queue, the counts and the waiters.
 pub(super) struct Chan<T> {
@@ -60,6 +65,8 @@ pub(super) struct Chan<T> {
     queued: AtomicUsize,
     /// A coroutine's node, announced without the lock while it spins; taken under the lock.
     spinner: AtomicPtr<Node<T>>,
+    /// Whether this is a timer channel (`State::timer` is set), read without the lock.
+    is_timer: bool,
 }
 
 struct State<T> {
@@ -79,6 +86,8 @@ struct State<T> {
     /// Receivers that claimed a waiting selection's send (rendezvous channels only) and wait
     /// for its value.
     claims: Vec<Claim<T>>,
+    /// The schedule of a timer channel (see `chan_timer.rs`).
+    timer: Option<Timer<T>>,
 }
 
 #[inline]
@@ -116,24 +125,6 @@ impl<T> State<T> {
     }
 }
 
-/// Drops every value of `values`, even when some of their destructors panic; the first
-/// panic is propagated once all are dropped (the others are discarded), as crossbeam does. A
-/// plain `VecDeque` drop would abort the process at the second panicking destructor.
-fn drop_values<T>(values: VecDeque<T>) {
-    let mut first = None;
-    for v in values {
-        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v))) {
-            first.get_or_insert(payload);
-        }
-    }
-    // While unwinding already, a second panic would abort: the payload is dropped instead.
-    if let Some(payload) = first
-        && !std::thread::panicking()
-    {
-        std::panic::resume_unwind(payload);
-    }
-}
-
 /// Unlocks, then wakes (with preemption still held off).
 #[inline(always)]
 fn unlock_and_wake<T>(st: SpinGuard<'_, State<T>>, wake: Wake) {
@@ -156,65 +147,17 @@ impl<T> Chan<T> {
                 send_watchers: Vec::new(),
                 reserved: 0,
                 claims: Vec::new(),
+                timer: None,
             }),
             queued: AtomicUsize::new(0),
             spinner: AtomicPtr::new(ptr::null_mut()),
+            is_timer: false,
         }
     }
 
     #[inline]
     fn lock(&self) -> SpinGuard<'_, State<T>> {
         self.state.lock()
-    }
-
-    /// A `Sender` was cloned.
-    pub(super) fn add_sender(&self) {
-        self.lock().senders += 1;
-    }
-
-    /// A `Receiver` was cloned.
-    pub(super) fn add_receiver(&self) {
-        self.lock().receivers += 1;
-    }
-
-    /// A `Sender` was dropped; the last one fails every blocked receiver (the queue is empty
-    /// while receivers block) and wakes the watchers (they drain, then fail).
-    pub(super) fn drop_sender(&self) {
-        let mut st = self.lock();
-        st.senders -= 1;
-        if st.senders > 0 {
-            return;
-        }
-        let mut wakes = Vec::new();
-        while let Some(node) = st.recv_waiters.pop_front() {
-            // SAFETY: just unlinked, under the lock; an empty slot means disconnected.
-            wakes.push(unsafe { Node::complete(node, |_| {}) });
-        }
-        wake_watchers(&st.recv_watchers);
-        let off = st.unlock();
-        wakes.into_iter().for_each(|w| w.run(&off));
-    }
-
-    /// A `Receiver` was dropped; the last one drops the buffered values and fails every blocked
-    /// sender, which gets its value back.
-    pub(super) fn drop_receiver(&self) {
-        let mut st = self.lock();
-        st.receivers -= 1;
-        if st.receivers > 0 {
-            return;
-        }
-        let dropped = std::mem::take(&mut st.queue);
-        self.queued.store(0, Ordering::Relaxed);
-        let mut wakes = Vec::new();
-        while let Some(node) = st.send_waiters.pop_front() {
-            // SAFETY: just unlinked, under the lock; the value left in the slot goes back.
-            wakes.push(unsafe { Node::complete(node, |_| {}) });
-        }
-        wake_watchers(&st.send_watchers);
-        let off = st.unlock();
-        wakes.into_iter().for_each(|w| w.run(&off));
-        drop(off);
-        drop_values(dropped); // user code, outside the lock and the no-preempt region
     }
 
     fn is_zero(&self) -> bool {
@@ -239,7 +182,7 @@ impl<T> Chan<T> {
     #[inline(always)]
     fn pop(&self, st: &mut State<T>) -> Option<(T, Wake)> {
         if st.queue.is_empty() && st.send_waiters.len() == 0 {
-            return None;
+            return st.timer.as_mut().and_then(Timer::take_due).map(|v| (v, Wake::NONE));
         }
         self.pop_some(st)
     }
@@ -467,6 +410,9 @@ impl<T> Chan<T> {
                 Err(guard) => st = guard,
             }
         }
+        if self.is_timer {
+            return self.recv_timer(st, deadline);
+        }
         // SAFETY: the node leaves the list before any return below: `Node::wait` returns
         // `true` once a completer unlinked it, else `recv_timed_out` unlinks it; if the wait
         // unwinds, the guard unlinks it (or passes its value on).
@@ -566,16 +512,11 @@ impl<T> Chan<T> {
     }
 
     pub(super) fn len(&self) -> usize {
-        if self.is_zero() { 0 } else { self.lock().queue.len() }
-    }
-}
-
-impl<T> Drop for Chan<T> {
-    /// Values still queued (the channel dies with its last end) are dropped one by one, as in
-    /// [`drop_values`].
-    fn drop(&mut self) {
-        let queue = std::mem::take(&mut self.state.get_mut().queue);
-        drop_values(queue);
+        if self.is_zero() {
+            return 0;
+        }
+        let st = self.lock();
+        st.queue.len() + st.timer.as_ref().map_or(0, Timer::ready)
     }
 }
 

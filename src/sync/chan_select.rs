@@ -24,6 +24,7 @@
 
 use std::pin::pin;
 use std::ptr;
+use std::time::Instant;
 
 use super::super::select::{ErasedBox, Offer, Side, Watch};
 use super::super::spin::SpinGuard;
@@ -114,6 +115,7 @@ impl<T> Chan<T> {
         !st.queue.is_empty()
             || st.send_waiters.len() > 0
             || st.senders == 0
+            || st.timer.as_ref().is_some_and(|t| t.ready() > 0)
             || (self.is_zero()
                 && st.send_watchers.iter().any(|w| {
                     w.id != exclude
@@ -264,6 +266,10 @@ impl<T> Watch for Chan<T> {
             Side::Recv => self.recv_ready(&st, id),
             Side::Send => self.send_ready(&st, id),
         }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        Chan::next_due(self)
     }
 
     fn abandon(&self, claim: Option<u64>) {

@@ -110,6 +110,72 @@ fn new_pair<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     (sender, Receiver { chan })
 }
 
+/// A channel that delivers one message, the `Instant` it was due, once `duration` has passed;
+/// then none. It never gets disconnected (as crossbeam's).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sigcoro::select;
+/// use sigcoro::sync::channel;
+///
+/// let (_tx, rx) = channel::unbounded::<i32>();
+/// let start = Instant::now();
+/// select! {
+///     recv(rx) -> _ => unreachable!(),
+///     recv(channel::after(Duration::from_millis(5))) -> due => assert!(due.unwrap() >= start),
+/// }
+/// ```
+pub fn after(duration: Duration) -> Receiver<Instant> {
+    timer_receiver(Instant::now().checked_add(duration), None)
+}
+
+/// A channel that delivers one message, `when`, once that instant has come; then none.
+pub fn at(when: Instant) -> Receiver<Instant> {
+    timer_receiver(Some(when), None)
+}
+
+/// A channel that delivers a message every `duration`: the `Instant` it was due. The next one
+/// is due `duration` after each receive; ticks nobody receives are skipped, not queued.
+///
+/// ```
+/// use std::time::Duration;
+/// use sigcoro::sync::channel;
+///
+/// let ticker = channel::tick(Duration::from_millis(1));
+/// let first = ticker.recv().unwrap();
+/// assert!(ticker.recv().unwrap() > first);
+/// ```
+pub fn tick(duration: Duration) -> Receiver<Instant> {
+    timer_receiver(Instant::now().checked_add(duration), Some(duration))
+}
+
+/// A channel that never delivers a message and never gets disconnected: a `select!` arm that
+/// is never ready (to switch an arm off, as with crossbeam's `never`).
+///
+/// ```
+/// use std::time::Duration;
+/// use sigcoro::select;
+/// use sigcoro::sync::channel;
+///
+/// let timeout: Option<Duration> = None;
+/// let got = select! {
+///     recv(timeout.map(channel::after).unwrap_or(channel::never())) -> _ => "timed out",
+///     default => "nothing",
+/// };
+/// assert_eq!(got, "nothing");
+/// ```
+pub fn never<T>() -> Receiver<T> {
+    Receiver {
+        chan: ChanRef::new(Chan::never()),
+    }
+}
+
+fn timer_receiver(first: Option<Instant>, period: Option<Duration>) -> Receiver<Instant> {
+    Receiver {
+        chan: ChanRef::new(Chan::timer(first, period)),
+    }
+}
+
 /// A counted reference to a channel, as an `Arc<Chan<T>>`, but covariant in `T`: `Chan<T>`
 /// itself is invariant (its lock and its waiters' pointers), and a `Receiver` only takes
 /// values out, so it may see a `&'static str` channel as a `&'a str` one. `Sender` adds its

@@ -140,6 +140,8 @@ pub(crate) trait Watch {
     fn try_reserve_send(&self, id: u64) -> Option<bool>;
     /// Whether the operation on `side` would complete (or fail) now.
     fn is_ready(&self, side: Side, id: u64) -> bool;
+    /// When a timer channel's next message is due (`None` for other channels).
+    fn next_due(&self) -> Option<Instant>;
     /// Gives back a granted send that will not be completed.
     fn abandon(&self, claim: Option<u64>);
     /// The channel's identity.
@@ -377,7 +379,7 @@ impl<'a> Select<'a> {
                 return None;
             }
             ctx.state.store(WAITING, Ordering::Release);
-            park_until(deadline);
+            park_until(self.park_deadline(deadline));
             if let Err(state) = ctx
                 .state
                 .compare_exchange(WAITING, BUSY, Ordering::Acquire, Ordering::Acquire)
@@ -386,6 +388,16 @@ impl<'a> Select<'a> {
                 return Some((state - CLAIMED, Outcome::Claimed(id)));
             }
         }
+    }
+
+    /// `deadline`, or earlier if a timer channel's message is due before it.
+    fn park_deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        self.arms
+            .iter()
+            .filter(|a| a.side == Side::Recv)
+            .filter_map(|a| a.chan.next_due())
+            .chain(deadline)
+            .min()
     }
 
     fn attempt_all(&self, goal: Goal, start: usize, id: u64) -> Option<(usize, Outcome)> {
