@@ -62,7 +62,8 @@
 //! - **A cancelled receiver** (`JoinHandle::cancel`) that had a value handed to it passes it on
 //!   to the next receiver or back to the front of the channel, which may then hold one value
 //!   more than its capacity for a while.
-//! - **Fairness** among ready arms rotates the first arm tried instead of shuffling them.
+//! - **Fairness** among ready arms starts at a random arm and tries the others in turn
+//!   instead of shuffling them all.
 //! - **`Select` is neither `Send` nor `Sync`** (crossbeam's is, even for channels of values
 //!   that are not `Send`).
 //! - **`Receiver` is covariant in `T`** and `Sender` invariant (crossbeam's are invariant).

@@ -1,7 +1,7 @@
 //! Waiting on several channel operations at once: the [`Select`] builder and the
 //! [`select!`](crate::select) macro that expands to it, after crossbeam-channel's.
 //!
-//! A selection tries every operation once, starting from a rotating arm so that no arm is
+//! A selection tries every operation once, starting from a random arm so that no arm is
 //! favoured (or from the first, when biased). If none is ready it registers one [`Unparker`]
 //! with every channel involved (as a *watcher* of the side it wants), tries every operation
 //! again (a change that happened before the registration is seen by this second pass, one after
@@ -18,6 +18,7 @@
 //! [`SelectedOperation`], which never waits. So once a selection returns, its operation has
 //! happened or is bound to, and no other has.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -157,8 +158,30 @@ struct Arm<'a> {
     slot: *mut (),
 }
 
-/// Rotates the arm tried first, for fairness.
-static ROTATE: AtomicUsize = AtomicUsize::new(0);
+/// Seeds the threads' generators of first arms.
+static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+
+thread_local! {
+    /// This thread's xorshift state for the first arm a selection tries (a counter shared by
+    /// all threads would be fair per process, not per selection: two selections that take
+    /// turns would each see every other value, and always start at the same arm).
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A random index below `n` (`n > 0`).
+fn random_below(n: usize) -> usize {
+    RNG.with(|rng| {
+        let mut x = rng.get();
+        if x == 0 {
+            x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rng.set(x);
+        ((x >> 32) as usize * n) >> 32
+    })
+}
 /// Selection ids, unique across all selections (0 is none).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -352,7 +375,7 @@ impl<'a> Select<'a> {
         let start = match self.arms.len() {
             0 | 1 => 0,
             _ if self.biased => 0,
-            n => ROTATE.fetch_add(1, Ordering::Relaxed) % n,
+            n => random_below(n),
         };
         if let Some(found) = self.attempt_all(goal, start, 0) {
             return Some(found);
