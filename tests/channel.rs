@@ -162,6 +162,54 @@ fn a_select_sender_is_seen_by_a_receiver_on_another_worker_thread() {
     });
 }
 
+/// How a sender that may not wait offers a value on a rendezvous channel.
+#[derive(Clone, Copy, Debug)]
+enum NonBlockingSend {
+    TrySend,
+    ZeroTimeout,
+    SelectDefault,
+}
+
+fn send_without_waiting(tx: &channel::Sender<i32>, v: i32, how: NonBlockingSend) -> bool {
+    match how {
+        NonBlockingSend::TrySend => tx.try_send(v).is_ok(),
+        NonBlockingSend::ZeroTimeout => tx.send_timeout(v, Duration::ZERO).is_ok(),
+        NonBlockingSend::SelectDefault => select! {
+            send(tx, v) -> res => res.is_ok(),
+            default => false,
+        },
+    }
+}
+
+#[test]
+fn a_receiver_blocked_in_a_select_is_seen_by_non_blocking_sends() {
+    use NonBlockingSend::*;
+    for how in [TrySend, ZeroTimeout, SelectDefault] {
+        rt_no_preempt(1).block_on(move || {
+            let (tx, rx) = channel::bounded::<i32>(0);
+            let (_tx2, rx2) = channel::bounded::<i32>(0);
+            let receiver = spawn(move || {
+                select! {
+                    recv(rx) -> v => v.ok(),
+                    recv(rx2) -> _ => None,
+                }
+            });
+            settle(); // the selection parks
+            // `SelectDefault` is a selection too: it cannot claim another one (it pairs when
+            // the receiving selection claims it while it waits), so it finds nobody.
+            let sent = send_without_waiting(&tx, 9, how);
+            assert_eq!(sent, !matches!(how, SelectDefault), "{how:?}");
+            if sent {
+                assert_eq!(receiver.join().unwrap(), Some(9), "{how:?}");
+            } else {
+                tx.send(9).unwrap();
+                assert_eq!(receiver.join().unwrap(), Some(9));
+            }
+            assert_eq!(tx.try_send(1), Err(channel::TrySendError::Disconnected(1)));
+        });
+    }
+}
+
 #[test]
 fn a_select_with_both_sides_of_a_rendezvous_channel_does_not_pair_with_itself() {
     rt_no_preempt(1).block_on(|| {

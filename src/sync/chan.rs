@@ -12,8 +12,10 @@
 //!   oldest blocked receiver, and values come out in the order they went in;
 //! - on a buffered channel, senders block only while the queue is full;
 //! - a blocked rendezvous sender's value stays in its node's slot until a receiver takes it;
-//!   `queue` holds only values that needed no blocked sender (`try_send` to a waiting `Select`,
-//!   or a value handed back by a cancelled receiver), and receivers take those first.
+//!   `queue` holds only values that needed no blocked sender (a value handed back by a
+//!   cancelled receiver, or a selection's granted send whose receiver left), and receivers
+//!   take those first. Values a sender leaves for a selection it claimed wait in `deliveries`
+//!   (see `chan_select.rs`).
 //!
 //! A receiver cancelled right after a value was handed to it gives the value back: to the next
 //! blocked receiver, else to the front of the queue (it was the oldest), so nothing is lost; it
@@ -86,6 +88,9 @@ struct State<T> {
     /// Receivers that claimed a waiting selection's send (rendezvous channels only) and wait
     /// for its value.
     claims: Vec<Claim<T>>,
+    /// Values sent to selections whose receive arm their senders claimed, by selection id
+    /// (rendezvous channels only); each selection takes its own when it wakes.
+    deliveries: Vec<(u64, T)>,
     /// The schedule of a timer channel (see `chan_timer.rs`).
     timer: Option<Timer<T>>,
 }
@@ -147,6 +152,7 @@ impl<T> Chan<T> {
                 send_watchers: Vec::new(),
                 reserved: 0,
                 claims: Vec::new(),
+                deliveries: Vec::new(),
                 timer: None,
             }),
             queued: AtomicUsize::new(0),
@@ -165,15 +171,12 @@ impl<T> Chan<T> {
     }
 
     /// Whether a value may be queued now (nobody blocked in `recv`; ignoring disconnection).
-    /// Sends granted to selections count as queued. On a rendezvous channel: while more
-    /// `Select`s (other than `exclude`) wait to receive than there are values for them.
-    fn has_room(&self, st: &State<T>, exclude: u64) -> bool {
+    /// Sends granted to selections count as queued. Never on a rendezvous channel: a value
+    /// goes to a receiver there (a blocked one, or a selection it claims).
+    fn has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             None => true,
-            Some(0) => {
-                let watching = st.recv_watchers.iter().filter(|w| w.id != exclude).count();
-                watching > st.queue.len() + st.send_waiters.len() + st.reserved
-            }
+            Some(0) => false,
             Some(cap) => st.queue.len() + st.reserved < cap,
         }
     }
@@ -232,7 +235,10 @@ impl<T> Chan<T> {
             }
             Err(v) => v,
         };
-        if !self.has_room(&st, 0) {
+        if self.is_zero() {
+            return self.send_to_selection(&mut st, v).map_err(TrySendError::Full);
+        }
+        if !self.has_room(&st) {
             return Err(TrySendError::Full(v));
         }
         st.enqueue(v, &self.queued);
@@ -254,11 +260,19 @@ impl<T> Chan<T> {
         };
         // With no receiver blocked, a rendezvous send waits for one, unless it may not wait at
         // all: then it behaves like `try_send`.
-        let may_queue = !self.is_zero() || expired(deadline);
-        if may_queue && self.has_room(&st, 0) {
+        if self.has_room(&st) {
             st.enqueue(v, &self.queued);
             return Ok(());
         }
+        let v = if self.is_zero() && expired(deadline) {
+            // It may not wait: as `try_send`, it goes to a waiting selection if there is one.
+            match self.send_to_selection(&mut st, v) {
+                Ok(()) => return Ok(()),
+                Err(v) => v,
+            }
+        } else {
+            v
+        };
         self.send_blocking(st, v, deadline)
     }
 

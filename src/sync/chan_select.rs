@@ -21,6 +21,16 @@
 //! or the `SelectedOperation` is dropped), the claimer is released empty-handed and looks again.
 //! A claimer that is cancelled while it waits leaves `claims`, or passes on a value that
 //! reached it.
+//!
+//! The other way round, a sender with its value in hand (`try_send`, `send_timeout(0)`, a
+//! blocked `send` is found by the selection itself) claims a selection waiting to receive: the
+//! value waits in `State::deliveries` under the selection's id, and the selection takes it
+//! when it wakes (or, if it unwinds first, gives it back to the channel). A selection's own
+//! send arm never claims another selection's receive (its value does not exist yet): the
+//! receiving selection claims it, and a selection that parks again with a send arm on offer
+//! wakes the receiving selections of that channel (`offer_again`), which may have found it busy
+//! with a pass of its own. A rendezvous send is granted only against a blocked receiver, never
+//! against a watching selection, so every completed send has its receiver.
 
 use std::pin::pin;
 use std::ptr;
@@ -126,9 +136,41 @@ impl<T> Chan<T> {
                 }))
     }
 
-    /// Whether a send would complete now (or fail, disconnected), for the selection `exclude`.
+    /// Whether a send may be granted now (or fails, disconnected): there is room, or a blocked
+    /// receiver not promised to another granted send.
+    fn send_grantable(&self, st: &State<T>) -> bool {
+        st.receivers == 0 || st.recv_waiters.len() > st.reserved || self.has_room(st)
+    }
+
+    /// Whether a send would complete now (or fail): also when a selection other than `exclude`
+    /// waits to receive on a rendezvous channel (a sender with its value claims it).
     fn send_ready(&self, st: &State<T>, exclude: u64) -> bool {
-        st.receivers == 0 || st.recv_waiters.len() > st.reserved || self.has_room(st, exclude)
+        self.send_grantable(st)
+            || (self.is_zero()
+                && st.recv_watchers.iter().any(|w| {
+                    w.id != exclude
+                        && w.offer.is_some_and(|o| {
+                            // SAFETY: as in `recv_from_selection`.
+                            unsafe { (*o.ctx).is_waiting() }
+                        })
+                }))
+    }
+
+    /// A sender with its value in hand claims a selection waiting to receive (rendezvous
+    /// channels): the value waits in `deliveries` for that selection, which is woken. Gives
+    /// the value back if no selection could be claimed.
+    pub(super) fn send_to_selection(&self, st: &mut State<T>, v: T) -> Result<(), T> {
+        let claimed = st.recv_watchers.iter().position(|w| {
+            w.offer.is_some_and(|o| {
+                // SAFETY: as in `recv_from_selection`.
+                unsafe { (*o.ctx).try_claim(o.arm) }
+            })
+        });
+        let Some(k) = claimed else { return Err(v) };
+        let id = st.recv_watchers[k].id;
+        st.recv_watchers[k].unparker.unpark();
+        st.deliveries.push((id, v));
+        Ok(())
     }
 
     /// Completes a send granted to a selection (`claim`: the selection's id, if a receiver
@@ -248,12 +290,12 @@ impl<T> Watch for Chan<T> {
         Some(None)
     }
 
-    fn try_reserve_send(&self, id: u64) -> Option<bool> {
+    fn try_reserve_send(&self, _id: u64) -> Option<bool> {
         let mut st = self.lock();
         if st.receivers == 0 {
             return Some(false);
         }
-        if !self.send_ready(&st, id) {
+        if !self.send_grantable(&st) {
             return None;
         }
         st.reserved += 1;
@@ -265,6 +307,45 @@ impl<T> Watch for Chan<T> {
         match side {
             Side::Recv => self.recv_ready(&st, id),
             Side::Send => self.send_ready(&st, id),
+        }
+    }
+
+    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<ErasedBox> {
+        let mut st = self.lock();
+        let i = st.deliveries.iter().position(|(d, _)| *d == id);
+        let (_, v) = st.deliveries.swap_remove(i.expect("a claimed receive has its value"));
+        drop(st);
+        if slot.is_null() {
+            return Some(ErasedBox::new(Some(v)));
+        }
+        // SAFETY: the caller passes a slot of this channel's `T` that only it touches.
+        unsafe { *slot.cast::<Option<T>>() = Some(v) };
+        None
+    }
+
+    fn return_delivery(&self, id: u64) {
+        let mut st = self.lock();
+        let Some(i) = st.deliveries.iter().position(|(d, _)| *d == id) else {
+            return;
+        };
+        let (_, v) = st.deliveries.swap_remove(i);
+        match st.hand_off(v, &self.spinner) {
+            Ok(wake) => unlock_and_wake(st, wake),
+            Err(v) => {
+                st.queue.push_front(v);
+                self.queued.store(st.queue.len(), std::sync::atomic::Ordering::Relaxed);
+                wake_watchers(&st.recv_watchers);
+            }
+        }
+    }
+
+    fn offer_again(&self, id: u64) {
+        if !self.is_zero() {
+            return;
+        }
+        let st = self.lock();
+        for w in st.recv_watchers.iter().filter(|w| w.id != id) {
+            w.unparker.unpark();
         }
     }
 

@@ -49,16 +49,18 @@
 //! # Differences from crossbeam-channel
 //!
 //! The API and the semantics are crossbeam's, including `select!` evaluating a send arm's value
-//! only when that arm is chosen and making a second pass before it takes `default`, and
-//! receivers that may not wait seeing senders blocked in a selection. The differences, on
-//! purpose:
+//! only when that arm is chosen and making a second pass before it takes `default`, and, on a
+//! rendezvous channel, receivers that may not wait seeing senders blocked in a selection and
+//! senders that may not wait seeing receivers blocked in one. The differences, on purpose:
 //!
-//! - **Rendezvous channels can hold values.** A value handed to a waiting receiver (or granted
-//!   to a selection that waits to receive) whose receiver then gives up (a timeout, another
-//!   arm, a cancellation) stays in the channel for the next receiver instead of being taken
-//!   back, so `try_send` to a channel with a waiting selection may succeed while no receive
-//!   completes at once, and `len()` stays 0 while such a value waits. Nothing is lost or
-//!   duplicated.
+//! - **A rendezvous channel may hold a value for a moment.** A value that reaches a receiver
+//!   that is then cancelled, or a `select!` send arm granted against a blocked receiver that
+//!   timed out before the value was computed, waits in the channel for the next receiver
+//!   instead of being taken back (`len()` stays 0 meanwhile). Nothing is lost or duplicated.
+//! - **A non-blocking `select!` send does not see a receiver blocked in a selection** on a
+//!   rendezvous channel (`try_send`, `send_timeout(0)` and a blocked selection's send arm do):
+//!   its value does not exist yet, and the receiving selection cannot wait for it. A send arm
+//!   that waits (no `default`, or a timeout) pairs with it.
 //! - **A cancelled receiver** (`JoinHandle::cancel`) that had a value handed to it passes it on
 //!   to the next receiver or back to the front of the channel, which may then hold one value
 //!   more than its capacity for a while.
@@ -90,9 +92,8 @@ pub use super::select::{Select, SelectedOperation};
 /// Creates a channel holding at most `cap` values; `cap == 0` makes a rendezvous channel.
 ///
 /// On a rendezvous channel a blocking [`Sender::send`] waits until a receiver has taken its
-/// value, and [`Sender::try_send`] succeeds only while a receiver is waiting. If that receiver
-/// then gives up (a timeout, or a `select!` that picked another arm), the value stays in the
-/// channel for the next receiver: nothing is lost.
+/// value, and [`Sender::try_send`] succeeds only while a receiver is waiting (blocked in
+/// `recv`, or in a selection, which the value then goes to).
 pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
     new_pair(Some(cap))
 }

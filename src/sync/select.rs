@@ -141,6 +141,19 @@ pub(crate) trait Watch {
     fn try_reserve_send(&self, id: u64) -> Option<bool>;
     /// Whether the operation on `side` would complete (or fail) now.
     fn is_ready(&self, side: Side, id: u64) -> bool;
+    /// Takes the value a sender left for the selection `id`, whose receive arm it claimed, into
+    /// `slot` (or boxed, if `slot` is null).
+    ///
+    /// # Safety
+    ///
+    /// As [`Watch::try_recv_into`].
+    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<ErasedBox>;
+    /// The selection `id` unwinds after a sender claimed its receive: the value goes back to
+    /// the channel.
+    fn return_delivery(&self, id: u64);
+    /// The selection `id` parks again with a send arm on offer: on a rendezvous channel,
+    /// selections waiting to receive are woken to claim it (they may have found it busy).
+    fn offer_again(&self, id: u64);
     /// When a timer channel's next message is due (`None` for other channels).
     fn next_due(&self) -> Option<Instant>;
     /// Gives back a granted send that will not be completed.
@@ -390,10 +403,17 @@ impl<'a> Select<'a> {
             state: AtomicUsize::new(BUSY),
         };
         let _unwatch = Unwatch { arms: &self.arms, id };
+        let offers = goal == Goal::Select;
         for (pos, arm) in self.arms.iter().enumerate() {
-            let offer = (goal == Goal::Select && arm.side == Side::Send).then_some(Offer { ctx: &ctx, arm: pos });
+            let offer = offers.then_some(Offer { ctx: &ctx, arm: pos });
             arm.chan.watch(arm.side, id, &unparker, offer);
         }
+        // Dropped before `_unwatch`: a claim that an unwinding park leaves is given back.
+        let _claims = ClaimGuard {
+            ctx: &ctx,
+            arms: &self.arms,
+            id,
+        };
         loop {
             if let Some(found) = self.attempt_all(goal, start, id) {
                 return Some(found);
@@ -402,13 +422,27 @@ impl<'a> Select<'a> {
                 return None;
             }
             ctx.state.store(WAITING, Ordering::Release);
+            if offers {
+                for arm in self.arms.iter().filter(|a| a.side == Side::Send) {
+                    arm.chan.offer_again(id);
+                }
+            }
             park_until(self.park_deadline(deadline));
             if let Err(state) = ctx
                 .state
                 .compare_exchange(WAITING, BUSY, Ordering::Acquire, Ordering::Acquire)
             {
-                // A receiver claimed a send arm and waits for its value.
-                return Some((state - CLAIMED, Outcome::Claimed(id)));
+                ctx.state.store(BUSY, Ordering::Relaxed); // taken: the guard leaves it
+                let pos = state - CLAIMED;
+                let arm = &self.arms[pos];
+                let outcome = match arm.side {
+                    // A receiver claimed a send arm and waits for its value.
+                    Side::Send => Outcome::Claimed(id),
+                    // A sender claimed a receive arm and left its value.
+                    // SAFETY: as in `attempt_all`.
+                    Side::Recv => Outcome::Received(unsafe { arm.chan.take_delivery(id, arm.slot) }),
+                };
+                return Some((pos, outcome));
             }
         }
     }
@@ -474,6 +508,29 @@ impl Drop for Unwatch<'_, '_> {
     fn drop(&mut self) {
         for arm in self.arms {
             arm.chan.unwatch(arm.side, self.id);
+        }
+    }
+}
+
+/// Gives back what a claim brought a selection that unwinds before taking it: the value a
+/// sender left (back to the channel), or the send a receiver waits for (it is released).
+struct ClaimGuard<'s, 'a> {
+    ctx: &'s SelectCtx,
+    arms: &'s [Arm<'a>],
+    id: u64,
+}
+
+impl Drop for ClaimGuard<'_, '_> {
+    fn drop(&mut self) {
+        // No claim can come after this: it needs the state `WAITING`.
+        let state = self.ctx.state.swap(BUSY, Ordering::Acquire);
+        if state < CLAIMED {
+            return;
+        }
+        let arm = &self.arms[state - CLAIMED];
+        match arm.side {
+            Side::Send => arm.chan.abandon(Some(self.id)),
+            Side::Recv => arm.chan.return_delivery(self.id),
         }
     }
 }
