@@ -7,7 +7,7 @@
 //!
 //! | primitive | after |
 //! | --- | --- |
-//! | [`channel`]: [`channel::bounded`], [`channel::unbounded`], [`select!`](crate::select) | crossbeam-channel |
+//! | [`channel`]: [`channel::bounded`], [`channel::unbounded`], [`channel::after`], [`channel::tick`], [`channel::never`], [`select!`](crate::select), [`Select`] | crossbeam-channel |
 //! | [`oneshot`] | tokio's `oneshot` |
 //! | [`Mutex`], [`RwLock`], [`Condvar`], [`Barrier`] | std (without poisoning) |
 //! | [`Semaphore`] | tokio's `Semaphore` |
