@@ -69,6 +69,8 @@ pub(super) struct Chan<T> {
     spinner: AtomicPtr<Node<T>>,
     /// Whether this is a timer channel (`State::timer` is set), read without the lock.
     is_timer: bool,
+    /// Whether this is a rendezvous or a timer channel: their receivers take slow paths.
+    special: bool,
 }
 
 struct State<T> {
@@ -158,6 +160,7 @@ impl<T> Chan<T> {
             queued: AtomicUsize::new(0),
             spinner: AtomicPtr::new(ptr::null_mut()),
             is_timer: false,
+            special: cap == Some(0),
         }
     }
 
@@ -411,22 +414,58 @@ impl<T> Chan<T> {
     ///
     /// `node` is in no list or slot, and stays pinned in the caller's frame until this returns.
     #[inline(always)]
-    unsafe fn wait_recv<'g>(
+    unsafe fn wait_recv(
+        &self,
+        st: SpinGuard<'_, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        // One load and a branch for the common channels.
+        if self.special && (self.is_timer || !st.send_watchers.is_empty()) {
+            // SAFETY: passed on from our caller.
+            return unsafe { self.wait_recv_special(st, node, deadline) };
+        }
+        // SAFETY: passed on from our caller.
+        unsafe { self.wait_recv_plain(st, node, deadline) }
+    }
+
+    /// `wait_recv` on a timer channel, or on a rendezvous channel with selections waiting to
+    /// send (a selection waiting to send is a sender too, see `chan_select.rs`).
+    ///
+    /// # Safety
+    ///
+    /// As `wait_recv`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn wait_recv_special<'g>(
         &'g self,
         mut st: SpinGuard<'g, State<T>>,
         node: &Node<T>,
         deadline: Option<Instant>,
     ) -> Result<T, RecvTimeoutError> {
-        if self.is_zero() && !st.send_watchers.is_empty() {
-            // A selection waiting to send is a sender too (see `chan_select.rs`).
-            match self.recv_from_selection(st, 0) {
-                Ok(v) => return Ok(v),
-                Err(guard) => st = guard,
-            }
-        }
         if self.is_timer {
             return self.recv_timer(st, deadline);
         }
+        match self.recv_from_selection(st, 0) {
+            Ok(v) => return Ok(v),
+            Err(guard) => st = guard,
+        }
+        // SAFETY: passed on from our caller.
+        unsafe { self.wait_recv_plain(st, node, deadline) }
+    }
+
+    /// The rest of `wait_recv`: links the node and waits.
+    ///
+    /// # Safety
+    ///
+    /// As `wait_recv`.
+    #[inline(always)]
+    unsafe fn wait_recv_plain(
+        &self,
+        st: SpinGuard<'_, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
         // SAFETY: the node leaves the list before any return below: `Node::wait` returns
         // `true` once a completer unlinked it, else `recv_timed_out` unlinks it; if the wait
         // unwinds, the guard unlinks it (or passes its value on).

@@ -55,6 +55,7 @@ impl Chan<Instant> {
             msg: std::convert::identity,
         });
         chan.is_timer = true;
+        chan.special = true;
         chan
     }
 }
