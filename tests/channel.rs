@@ -195,16 +195,8 @@ fn a_receiver_blocked_in_a_select_is_seen_by_non_blocking_sends() {
                 }
             });
             settle(); // the selection parks
-            // `SelectDefault` is a selection too: it cannot claim another one (it pairs when
-            // the receiving selection claims it while it waits), so it finds nobody.
-            let sent = send_without_waiting(&tx, 9, how);
-            assert_eq!(sent, !matches!(how, SelectDefault), "{how:?}");
-            if sent {
-                assert_eq!(receiver.join().unwrap(), Some(9), "{how:?}");
-            } else {
-                tx.send(9).unwrap();
-                assert_eq!(receiver.join().unwrap(), Some(9));
-            }
+            assert!(send_without_waiting(&tx, 9, how), "{how:?}");
+            assert_eq!(receiver.join().unwrap(), Some(9), "{how:?}");
             assert_eq!(tx.try_send(1), Err(channel::TrySendError::Disconnected(1)));
         });
     }
@@ -302,6 +294,32 @@ fn a_send_value_that_panics_or_leaves_gives_the_room_back() {
     assert_eq!(f(), None);
     assert_eq!(tx.try_send(2), Ok(()));
     assert!(tx.is_full());
+}
+
+#[test]
+fn a_receiving_selection_selects_again_when_the_claiming_senders_value_panics() {
+    rt_no_preempt(1).block_on(|| {
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let (tx2, rx2) = channel::unbounded::<i32>();
+        let receiver = spawn(move || {
+            select! {
+                recv(rx) -> v => v.ok(),
+                recv(rx2) -> v => v.ok().map(|v| v * 10),
+            }
+        });
+        settle(); // the selection parks
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            select! {
+                send(tx, no_value()) -> _ => {},
+                default => panic!("the waiting receiver makes the send ready"),
+            }
+        }));
+        assert_eq!(res.unwrap_err().downcast_ref::<&str>(), Some(&"no value"));
+        // The claimed selection went back to waiting on both arms.
+        tx2.send(4).unwrap();
+        assert_eq!(receiver.join().unwrap(), Some(40));
+        assert_eq!(tx.try_send(1), Err(channel::TrySendError::Disconnected(1)));
+    });
 }
 
 #[test]

@@ -55,7 +55,7 @@ mod select_side;
 #[path = "chan_timer.rs"]
 mod timer;
 
-use select_side::{Claim, Watcher};
+use select_side::{Claim, Delivery, Watcher};
 use timer::Timer;
 
 /// The shared channel: one internal lock over the queue, the counts and the waiters.
@@ -92,7 +92,7 @@ struct State<T> {
     claims: Vec<Claim<T>>,
     /// Values sent to selections whose receive arm their senders claimed, by selection id
     /// (rendezvous channels only); each selection takes its own when it wakes.
-    deliveries: Vec<(u64, T)>,
+    deliveries: Vec<Delivery<T>>,
     /// The schedule of a timer channel (see `chan_timer.rs`).
     timer: Option<Timer<T>>,
 }

@@ -22,26 +22,28 @@
 //! A claimer that is cancelled while it waits leaves `claims`, or passes on a value that
 //! reached it.
 //!
-//! The other way round, a sender with its value in hand (`try_send`, `send_timeout(0)`, a
-//! blocked `send` is found by the selection itself) claims a selection waiting to receive: the
-//! value waits in `State::deliveries` under the selection's id, and the selection takes it
-//! when it wakes (or, if it unwinds first, gives it back to the channel). A selection's own
-//! send arm never claims another selection's receive (its value does not exist yet): the
-//! receiving selection claims it, and a selection that parks again with a send arm on offer
-//! wakes the receiving selections of that channel (`offer_again`), which may have found it busy
-//! with a pass of its own. A rendezvous send is granted only against a blocked receiver, never
-//! against a watching selection, so every completed send has its receiver.
+//! The other way round, a sender (`try_send`, `send_timeout(0)`, or a selection's send arm in
+//! a pass) claims a selection waiting to receive: its value waits in `State::deliveries` under
+//! the receiving selection's id, and that selection takes it when it wakes. A selecting
+//! sender's value does not exist yet: its delivery is *pending*, and the receiving selection
+//! waits for it (as a claimer does for a claimed send); if the sender gives it up, the
+//! receiving selection selects again. A receiving selection that unwinds first gives a value
+//! that reached it back to the channel (a later one goes there as a granted send). A
+//! selection that parks again with a send arm on offer wakes the receiving selections of that
+//! channel (`offer_again`), which may have found it busy with a pass of its own. A rendezvous
+//! send is granted only against a receiver that is there (blocked, or a selection it claimed),
+//! so every completed send has its receiver.
 
 use std::pin::pin;
 use std::ptr;
 use std::time::Instant;
 
-use super::super::select::{ErasedBox, Offer, Side, Watch};
+use super::super::select::{ErasedBox, Grant, Offer, Outcome, Side, Watch};
 use super::super::spin::SpinGuard;
 use super::super::waitlist::Node;
 use super::super::waitq::OnUnwind;
 use super::{Chan, State, unlock_and_wake, wake_watchers};
-use crate::sched::park::Unparker;
+use crate::sched::park::{Unparker, current_unparker, park_until};
 
 /// A selection waiting on one side of a channel.
 pub(in crate::sync) struct Watcher {
@@ -61,6 +63,17 @@ pub(in crate::sync) struct Claim<T> {
 // waits on it (it leaves `claims` under the lock before its node dies); the node and the value
 // it receives may be reached from any thread, as the nodes of `WaitList` are.
 unsafe impl<T: Send> Send for Claim<T> {}
+
+/// A value for the selection `id`, whose receive arm a sender claimed.
+pub(in crate::sync) struct Delivery<T> {
+    id: u64,
+    /// The value; `None` while a selecting sender computes it, or once it gave up.
+    value: Option<T>,
+    /// Whether a selecting sender still computes the value.
+    pending: bool,
+    /// The receiving selection, once it waits for a pending value.
+    waiter: Option<Unparker>,
+}
 
 impl<T> Chan<T> {
     /// Claims the offer of a waiting selection other than `exclude` and waits for its value.
@@ -169,17 +182,58 @@ impl<T> Chan<T> {
         let Some(k) = claimed else { return Err(v) };
         let id = st.recv_watchers[k].id;
         st.recv_watchers[k].unparker.unpark();
-        st.deliveries.push((id, v));
+        st.deliveries.push(Delivery {
+            id,
+            value: Some(v),
+            pending: false,
+            waiter: None,
+        });
         Ok(())
     }
 
-    /// Completes a send granted to a selection (`claim`: the selection's id, if a receiver
-    /// claimed it; else it was reserved). Never waits. Gives the value back if every receiver
-    /// is gone.
-    pub(in crate::sync) fn complete_send(&self, v: T, claim: Option<u64>) -> Result<(), T> {
+    /// A selection (`exclude`) claims a selection waiting to receive for the send it will
+    /// complete (rendezvous channels): the receiving selection waits for the value.
+    fn grant_to_selection(&self, st: &mut State<T>, exclude: u64) -> Option<Grant> {
+        let claimed = st.recv_watchers.iter().position(|w| {
+            w.id != exclude
+                && w.offer.is_some_and(|o| {
+                    // SAFETY: as in `recv_from_selection`.
+                    unsafe { (*o.ctx).try_claim(o.arm) }
+                })
+        })?;
+        let id = st.recv_watchers[claimed].id;
+        st.recv_watchers[claimed].unparker.unpark();
+        st.deliveries.push(Delivery {
+            id,
+            value: None,
+            pending: true,
+            waiter: None,
+        });
+        Some(Grant::To(id))
+    }
+
+    /// The pending delivery to the selection `id`, if it still waits for one.
+    fn pending_delivery(st: &mut State<T>, id: u64) -> Option<&mut Delivery<T>> {
+        st.deliveries.iter_mut().find(|d| d.id == id && d.pending)
+    }
+
+    /// Completes a send granted to a selection. Never waits. Gives the value back if every
+    /// receiver is gone.
+    pub(in crate::sync) fn complete_send(&self, v: T, grant: Grant) -> Result<(), T> {
         let mut st = self.lock();
-        match claim {
-            Some(id) => {
+        match grant {
+            Grant::To(id) => {
+                if let Some(d) = Self::pending_delivery(&mut st, id) {
+                    d.value = Some(v);
+                    d.pending = false;
+                    if let Some(w) = d.waiter.take() {
+                        w.unpark();
+                    }
+                    return Ok(());
+                }
+                // The receiving selection has gone (cancelled): the value goes as a granted one.
+            }
+            Grant::ClaimedBy(id) => {
                 if let Some(i) = st.claims.iter().position(|c| c.id == id) {
                     let node = st.claims.swap_remove(i).node;
                     // SAFETY: the claimer waits on its node until a completer marks it done,
@@ -190,7 +244,7 @@ impl<T> Chan<T> {
                 }
                 // The claimer has gone (cancelled): the value goes as a granted one.
             }
-            None => st.reserved -= 1,
+            Grant::Reserved => st.reserved -= 1,
         }
         if st.receivers == 0 {
             return Err(v);
@@ -206,10 +260,18 @@ impl<T> Chan<T> {
 
     /// A selection will not complete the send it was granted: the room goes back, or the
     /// claimer is released empty-handed.
-    pub(in crate::sync) fn abandon_send(&self, claim: Option<u64>) {
+    pub(in crate::sync) fn abandon_send(&self, grant: Grant) {
         let mut st = self.lock();
-        match claim {
-            Some(id) => {
+        match grant {
+            Grant::To(id) => {
+                if let Some(d) = Self::pending_delivery(&mut st, id) {
+                    d.pending = false; // with no value: the receiving selection selects again
+                    if let Some(w) = d.waiter.take() {
+                        w.unpark();
+                    }
+                }
+            }
+            Grant::ClaimedBy(id) => {
                 if let Some(i) = st.claims.iter().position(|c| c.id == id) {
                     let node = st.claims.swap_remove(i).node;
                     // SAFETY: as in `complete_send`; an empty slot tells it to look again.
@@ -217,7 +279,7 @@ impl<T> Chan<T> {
                     unlock_and_wake(st, wake);
                 }
             }
-            None => {
+            Grant::Reserved => {
                 st.reserved -= 1;
                 if let Some(cap) = self.cap
                     && cap > 0
@@ -290,16 +352,19 @@ impl<T> Watch for Chan<T> {
         Some(None)
     }
 
-    fn try_reserve_send(&self, _id: u64) -> Option<bool> {
+    fn try_reserve_send(&self, id: u64) -> Option<Outcome> {
         let mut st = self.lock();
         if st.receivers == 0 {
-            return Some(false);
+            return Some(Outcome::Disconnected);
         }
-        if !self.send_grantable(&st) {
-            return None;
+        if self.send_grantable(&st) {
+            st.reserved += 1;
+            return Some(Outcome::Sending(Grant::Reserved));
         }
-        st.reserved += 1;
-        Some(true)
+        if self.is_zero() && !st.recv_watchers.is_empty() {
+            return self.grant_to_selection(&mut st, id).map(Outcome::Sending);
+        }
+        None
     }
 
     fn is_ready(&self, side: Side, id: u64) -> bool {
@@ -310,25 +375,40 @@ impl<T> Watch for Chan<T> {
         }
     }
 
-    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<ErasedBox> {
-        let mut st = self.lock();
-        let i = st.deliveries.iter().position(|(d, _)| *d == id);
-        let (_, v) = st.deliveries.swap_remove(i.expect("a claimed receive has its value"));
-        drop(st);
+    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<Option<ErasedBox>> {
+        // If the wait for a pending value unwinds, the delivery leaves (its value, if it came,
+        // goes back to the channel; a later one is sent as a granted one).
+        let guard = OnUnwind::new(|| self.return_delivery(id));
+        let v = loop {
+            let mut st = self.lock();
+            let i = st.deliveries.iter().position(|d| d.id == id);
+            let i = i.expect("a claimed receive has its delivery");
+            if st.deliveries[i].pending {
+                st.deliveries[i].waiter = Some(current_unparker());
+                drop(st);
+                park_until(None); // until the selecting sender completes or gives up
+                continue;
+            }
+            break st.deliveries.swap_remove(i).value;
+        };
+        guard.disarm();
+        let v = v?; // the selecting sender gave up
         if slot.is_null() {
-            return Some(ErasedBox::new(Some(v)));
+            return Some(Some(ErasedBox::new(Some(v))));
         }
         // SAFETY: the caller passes a slot of this channel's `T` that only it touches.
         unsafe { *slot.cast::<Option<T>>() = Some(v) };
-        None
+        Some(None)
     }
 
     fn return_delivery(&self, id: u64) {
         let mut st = self.lock();
-        let Some(i) = st.deliveries.iter().position(|(d, _)| *d == id) else {
+        let Some(i) = st.deliveries.iter().position(|d| d.id == id) else {
             return;
         };
-        let (_, v) = st.deliveries.swap_remove(i);
+        let Some(v) = st.deliveries.swap_remove(i).value else {
+            return;
+        };
         match st.hand_off(v, &self.spinner) {
             Ok(wake) => unlock_and_wake(st, wake),
             Err(v) => {
@@ -353,8 +433,8 @@ impl<T> Watch for Chan<T> {
         Chan::next_due(self)
     }
 
-    fn abandon(&self, claim: Option<u64>) {
-        self.abandon_send(claim);
+    fn abandon(&self, grant: Grant) {
+        self.abandon_send(grant);
     }
 
     fn addr(&self) -> *const () {

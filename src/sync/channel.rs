@@ -57,10 +57,6 @@
 //!   that is then cancelled, or a `select!` send arm granted against a blocked receiver that
 //!   timed out before the value was computed, waits in the channel for the next receiver
 //!   instead of being taken back (`len()` stays 0 meanwhile). Nothing is lost or duplicated.
-//! - **A non-blocking `select!` send does not see a receiver blocked in a selection** on a
-//!   rendezvous channel (`try_send`, `send_timeout(0)` and a blocked selection's send arm do):
-//!   its value does not exist yet, and the receiving selection cannot wait for it. A send arm
-//!   that waits (no `default`, or a timeout) pairs with it.
 //! - **A cancelled receiver** (`JoinHandle::cancel`) that had a value handed to it passes it on
 //!   to the next receiver or back to the front of the channel, which may then hold one value
 //!   more than its capacity for a while.

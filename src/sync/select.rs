@@ -137,17 +137,19 @@ pub(crate) trait Watch {
     /// `slot` is null or points to an `Option<T>` of the channel's `T` that nobody else
     /// accesses during the call.
     unsafe fn try_recv_into(&self, slot: *mut (), id: u64) -> Option<Option<ErasedBox>>;
-    /// Reserves a send: `None` if not ready, `Some(true)` granted, `Some(false)` disconnected.
-    fn try_reserve_send(&self, id: u64) -> Option<bool>;
+    /// Grants the selection `id` a send (`Outcome::Sending`), or reports the channel
+    /// disconnected (`Outcome::Disconnected`); `None` if not ready.
+    fn try_reserve_send(&self, id: u64) -> Option<Outcome>;
     /// Whether the operation on `side` would complete (or fail) now.
     fn is_ready(&self, side: Side, id: u64) -> bool;
     /// Takes the value a sender left for the selection `id`, whose receive arm it claimed, into
-    /// `slot` (or boxed, if `slot` is null).
+    /// `slot` (or boxed, if `slot` is null), waiting while a selecting sender computes it;
+    /// `None` if that sender gave up.
     ///
     /// # Safety
     ///
     /// As [`Watch::try_recv_into`].
-    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<ErasedBox>;
+    unsafe fn take_delivery(&self, id: u64, slot: *mut ()) -> Option<Option<ErasedBox>>;
     /// The selection `id` unwinds after a sender claimed its receive: the value goes back to
     /// the channel.
     fn return_delivery(&self, id: u64);
@@ -157,7 +159,7 @@ pub(crate) trait Watch {
     /// When a timer channel's next message is due (`None` for other channels).
     fn next_due(&self) -> Option<Instant>;
     /// Gives back a granted send that will not be completed.
-    fn abandon(&self, claim: Option<u64>);
+    fn abandon(&self, grant: Grant);
     /// The channel's identity.
     fn addr(&self) -> *const ();
 }
@@ -207,12 +209,23 @@ enum Goal {
     Ready,
 }
 
+/// How a selection's send was granted; what completes it (or gives it back).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Grant {
+    /// Room was reserved (`State::reserved`).
+    Reserved,
+    /// A receiver claimed the send of the selection of this id and waits for its value.
+    ClaimedBy(u64),
+    /// The selection claimed the receive of the selection of this id, which waits for the
+    /// value (rendezvous channels).
+    To(u64),
+}
+
 /// What a pass found, for the arm at a position.
 pub(crate) enum Outcome {
     Ready,
     Received(Option<ErasedBox>),
-    Granted,
-    Claimed(u64),
+    Sending(Grant),
     Disconnected,
 }
 
@@ -437,10 +450,13 @@ impl<'a> Select<'a> {
                 let arm = &self.arms[pos];
                 let outcome = match arm.side {
                     // A receiver claimed a send arm and waits for its value.
-                    Side::Send => Outcome::Claimed(id),
-                    // A sender claimed a receive arm and left its value.
+                    Side::Send => Outcome::Sending(Grant::ClaimedBy(id)),
+                    // A sender claimed a receive arm and left its value, or will.
                     // SAFETY: as in `attempt_all`.
-                    Side::Recv => Outcome::Received(unsafe { arm.chan.take_delivery(id, arm.slot) }),
+                    Side::Recv => match unsafe { arm.chan.take_delivery(id, arm.slot) } {
+                        Some(value) => Outcome::Received(value),
+                        None => continue, // the selecting sender gave up: select again
+                    },
                 };
                 return Some((pos, outcome));
             }
@@ -466,13 +482,7 @@ impl<'a> Select<'a> {
                 // SAFETY: `slot` is null or was made by `recv_into` from a `&'a mut Option<T>`
                 // of the channel's `T`, which this selection holds exclusively.
                 (Goal::Select, Side::Recv) => unsafe { arm.chan.try_recv_into(arm.slot, id) }.map(Outcome::Received),
-                (Goal::Select, Side::Send) => arm.chan.try_reserve_send(id).map(|granted| {
-                    if granted {
-                        Outcome::Granted
-                    } else {
-                        Outcome::Disconnected
-                    }
-                }),
+                (Goal::Select, Side::Send) => arm.chan.try_reserve_send(id),
             };
             #[cfg(test)]
             if found.is_none() {
@@ -529,7 +539,7 @@ impl Drop for ClaimGuard<'_, '_> {
         }
         let arm = &self.arms[state - CLAIMED];
         match arm.side {
-            Side::Send => arm.chan.abandon(Some(self.id)),
+            Side::Send => arm.chan.abandon(Grant::ClaimedBy(self.id)),
             Side::Recv => arm.chan.return_delivery(self.id),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{Outcome, Watch};
+use super::{Grant, Outcome, Watch};
 use crate::sync::channel::{Receiver, RecvError, SendError, Sender};
 
 /// The operation a [`Select`](super::Select) selected, to be completed with the same channel
@@ -77,10 +77,9 @@ impl<'a> SelectedOperation<'a> {
 impl Drop for SelectedOperation<'_> {
     fn drop(&mut self) {
         let Some(outcome) = self.outcome.take() else { return };
-        match outcome {
-            Outcome::Granted => self.chan.abandon(None),
-            Outcome::Claimed(id) => self.chan.abandon(Some(id)),
-            _ => {} // a received value is dropped
+        // A received value is dropped with `outcome`; a granted send is given back.
+        if let Outcome::Sending(grant) = outcome {
+            self.chan.abandon(grant);
         }
         if !std::thread::panicking() {
             panic!("dropped a SelectedOperation without completing the operation");
@@ -110,10 +109,9 @@ impl Token {
         }
     }
 
-    fn take_claim(&mut self) -> Option<Option<u64>> {
+    fn take_grant(&mut self) -> Option<Grant> {
         match self.outcome.take() {
-            Some(Outcome::Granted) => Some(None),
-            Some(Outcome::Claimed(id)) => Some(Some(id)),
+            Some(Outcome::Sending(grant)) => Some(grant),
             _ => None,
         }
     }
@@ -148,8 +146,8 @@ impl<'c, T> SendGuard<'c, T> {
 
     /// Sends `value` as the granted send (or hands it back if the channel is disconnected).
     pub fn send(mut self, value: T) -> Result<(), SendError<T>> {
-        match self.token.take_claim() {
-            Some(claim) => self.tx.chan.complete_send(value, claim).map_err(SendError),
+        match self.token.take_grant() {
+            Some(grant) => self.tx.chan.complete_send(value, grant).map_err(SendError),
             None => Err(SendError(value)), // disconnected
         }
     }
@@ -159,8 +157,8 @@ impl<T> Drop for SendGuard<'_, T> {
     /// The value was never given (its expression panicked, returned or broke out): the
     /// granted send is given back.
     fn drop(&mut self) {
-        if let Some(claim) = self.token.take_claim() {
-            self.tx.chan.abandon_send(claim);
+        if let Some(grant) = self.token.take_grant() {
+            self.tx.chan.abandon_send(grant);
         }
     }
 }
