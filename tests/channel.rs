@@ -501,3 +501,37 @@ fn timer_channels_in_coroutines() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A selection cancelled after a claim gives it back
+
+#[test]
+fn a_cancelled_receiving_selection_gives_a_claimed_value_back() {
+    rt_no_preempt(1).block_on(|| {
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let rx2 = rx.clone();
+        let selection = spawn(move || {
+            select! { recv(rx2) -> v => v.ok() }
+        });
+        settle(); // parked, waiting to receive
+        selection.cancel(); // it unwinds when it runs next
+        assert_eq!(tx.try_send(5), Ok(()), "claims the waiting selection");
+        assert!(selection.join().unwrap_err().is_cancelled());
+        assert_eq!(rx.try_recv(), Ok(5), "the value came back to the channel");
+    });
+}
+
+#[test]
+fn a_cancelled_sending_selection_releases_its_claimer() {
+    rt_no_preempt(1).block_on(|| {
+        let (tx, rx) = channel::bounded::<i32>(0);
+        let selection = spawn(move || {
+            select! { send(tx, 5) -> res => res.is_ok() }
+        });
+        settle(); // parked, waiting to send
+        selection.cancel();
+        // Claims the selection and waits for its value, which never comes: released.
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert!(selection.join().unwrap_err().is_cancelled());
+    });
+}
