@@ -493,18 +493,18 @@ fn select_stress_mpmc() {
                     let (mut open1, mut open2, mut count, mut sum) = (true, true, 0u64, 0u64);
                     while open1 || open2 {
                         let mut sel = Select::new();
-                        let (mut a, mut b) = (None, None);
-                        let i1 = open1.then(|| sel.recv(&rx1, &mut a));
-                        let i2 = open2.then(|| sel.recv(&rx2, &mut b));
-                        let i = sel.select();
-                        let slot = if Some(i) == i1 { &mut a } else { &mut b };
-                        match slot.take() {
-                            Some(v) => {
+                        let i1 = open1.then(|| sel.recv(&rx1));
+                        let i2 = open2.then(|| sel.recv(&rx2));
+                        let op = sel.select();
+                        let i = op.index();
+                        let got = if Some(i) == i1 { op.recv(&rx1) } else { op.recv(&rx2) };
+                        match got {
+                            Ok(v) => {
                                 count += 1;
                                 sum += v;
                             }
-                            None if Some(i) == i1 => open1 = false,
-                            None => open2 = false,
+                            Err(_) if Some(i) == i1 => open1 = false,
+                            Err(_) => open2 = false,
                         }
                         debug_assert!(i1 == Some(i) || i2 == Some(i));
                     }
@@ -528,24 +528,23 @@ fn select_stress_mpmc() {
 #[test]
 fn select_builder_try_and_timeout() {
     let (tx, rx) = channel::bounded::<i32>(1);
-    let mut slot = None;
     let mut sel = Select::new();
-    sel.recv(&rx, &mut slot);
-    assert_eq!(sel.try_select(), None);
-    let mut msg = Some(3);
+    sel.recv(&rx);
+    assert!(sel.try_select().is_err());
     let mut sel = Select::new();
-    let s = sel.send(&tx, &mut msg);
-    assert_eq!(sel.select_timeout(Duration::from_secs(10)), Some(s));
-    assert_eq!(msg, None);
+    let s = sel.send(&tx);
+    let op = sel.select_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(op.index(), s);
+    op.send(&tx, 3).unwrap();
     let mut sel = Select::new();
-    let r = sel.recv(&rx, &mut slot);
-    assert_eq!(sel.select_deadline(Instant::now() + Duration::from_secs(10)), Some(r));
-    assert_eq!(slot, Some(3));
+    let r = sel.recv(&rx);
+    let op = sel.select_deadline(Instant::now() + Duration::from_secs(10)).unwrap();
+    assert_eq!(op.index(), r);
+    assert_eq!(op.recv(&rx), Ok(3));
     let t = Instant::now();
     let mut sel = Select::new();
-    let mut slot = None;
-    sel.recv(&rx, &mut slot);
-    assert_eq!(sel.select_timeout(20 * MS), None);
+    sel.recv(&rx);
+    assert!(sel.select_timeout(20 * MS).is_err());
     assert!(t.elapsed() >= 20 * MS);
 }
 

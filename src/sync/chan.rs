@@ -12,8 +12,10 @@
 //!   oldest blocked receiver, and values come out in the order they went in;
 //! - on a buffered channel, senders block only while the queue is full;
 //! - a blocked rendezvous sender's value stays in its node's slot until a receiver takes it;
-//!   `queue` holds only values that needed no blocked sender (`try_send` to a waiting `Select`,
-//!   or a value handed back by a cancelled receiver), and receivers take those first.
+//!   `queue` holds only values that needed no blocked sender (a value handed back by a
+//!   cancelled receiver, or a selection's granted send whose receiver left), and receivers
+//!   take those first. Values a sender leaves for a selection it claimed wait in `deliveries`
+//!   (see `chan_select.rs`).
 //!
 //! A receiver cancelled right after a value was handed to it gives the value back: to the next
 //! blocked receiver, else to the front of the queue (it was the oldest), so nothing is lost; it
@@ -41,11 +43,20 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use super::select::{Side, Watch};
+use super::select::Side;
 use super::spin::{SpinGuard, SpinLock};
 use super::waitlist::{Node, WaitList, Wake, spinning_task};
 use super::waitq::{OnUnwind, expired};
-use crate::sched::park::Unparker;
+
+#[path = "chan_ends.rs"]
+mod ends;
+#[path = "chan_select.rs"]
+mod select_side;
+#[path = "chan_timer.rs"]
+mod timer;
+
+use select_side::{Claim, Delivery, Watcher};
+use timer::Timer;
 
 /// The shared channel: one internal lock over the queue, the counts and the waiters.
 pub(super) struct Chan<T> {
@@ -56,6 +67,10 @@ pub(super) struct Chan<T> {
     queued: AtomicUsize,
     /// A coroutine's node, announced without the lock while it spins; taken under the lock.
     spinner: AtomicPtr<Node<T>>,
+    /// Whether this is a timer channel (`State::timer` is set), read without the lock.
+    is_timer: bool,
+    /// Whether this is a rendezvous or a timer channel: their receivers take slow paths.
+    special: bool,
 }
 
 struct State<T> {
@@ -67,14 +82,25 @@ struct State<T> {
     /// Blocked senders, their values in their slots.
     send_waiters: WaitList<T>,
     /// `Select`s waiting to receive / send: all woken on every change that may concern them.
-    recv_watchers: Vec<(u64, Unparker)>,
-    send_watchers: Vec<(u64, Unparker)>,
+    recv_watchers: Vec<Watcher>,
+    send_watchers: Vec<Watcher>,
+    /// Sends that selections were granted and have not completed yet (their values are still
+    /// being computed): counted as queued values by `has_room`.
+    reserved: usize,
+    /// Receivers that claimed a waiting selection's send (rendezvous channels only) and wait
+    /// for its value.
+    claims: Vec<Claim<T>>,
+    /// Values sent to selections whose receive arm their senders claimed, by selection id
+    /// (rendezvous channels only); each selection takes its own when it wakes.
+    deliveries: Vec<Delivery<T>>,
+    /// The schedule of a timer channel (see `chan_timer.rs`).
+    timer: Option<Timer<T>>,
 }
 
 #[inline]
-fn wake_watchers(watchers: &[(u64, Unparker)]) {
-    for (_, u) in watchers {
-        u.unpark();
+fn wake_watchers(watchers: &[Watcher]) {
+    for w in watchers {
+        w.unparker.unpark();
     }
 }
 
@@ -126,9 +152,15 @@ impl<T> Chan<T> {
                 send_waiters: WaitList::new(),
                 recv_watchers: Vec::new(),
                 send_watchers: Vec::new(),
+                reserved: 0,
+                claims: Vec::new(),
+                deliveries: Vec::new(),
+                timer: None,
             }),
             queued: AtomicUsize::new(0),
             spinner: AtomicPtr::new(ptr::null_mut()),
+            is_timer: false,
+            special: cap == Some(0),
         }
     }
 
@@ -137,71 +169,18 @@ impl<T> Chan<T> {
         self.state.lock()
     }
 
-    /// A `Sender` was cloned.
-    pub(super) fn add_sender(&self) {
-        self.lock().senders += 1;
-    }
-
-    /// A `Receiver` was cloned.
-    pub(super) fn add_receiver(&self) {
-        self.lock().receivers += 1;
-    }
-
-    /// A `Sender` was dropped; the last one fails every blocked receiver (the queue is empty
-    /// while receivers block) and wakes the watchers (they drain, then fail).
-    pub(super) fn drop_sender(&self) {
-        let mut st = self.lock();
-        st.senders -= 1;
-        if st.senders > 0 {
-            return;
-        }
-        let mut wakes = Vec::new();
-        while let Some(node) = st.recv_waiters.pop_front() {
-            // SAFETY: just unlinked, under the lock; an empty slot means disconnected.
-            wakes.push(unsafe { Node::complete(node, |_| {}) });
-        }
-        wake_watchers(&st.recv_watchers);
-        let off = st.unlock();
-        wakes.into_iter().for_each(|w| w.run(&off));
-    }
-
-    /// A `Receiver` was dropped; the last one drops the buffered values and fails every blocked
-    /// sender, which gets its value back.
-    pub(super) fn drop_receiver(&self) {
-        let mut st = self.lock();
-        st.receivers -= 1;
-        if st.receivers > 0 {
-            return;
-        }
-        let dropped = std::mem::take(&mut st.queue);
-        self.queued.store(0, Ordering::Relaxed);
-        let mut wakes = Vec::new();
-        while let Some(node) = st.send_waiters.pop_front() {
-            // SAFETY: just unlinked, under the lock; the value left in the slot goes back.
-            wakes.push(unsafe { Node::complete(node, |_| {}) });
-        }
-        wake_watchers(&st.send_watchers);
-        let off = st.unlock();
-        wakes.into_iter().for_each(|w| w.run(&off));
-        drop(off);
-        drop(dropped); // user code, outside the lock and the no-preempt region
-    }
-
     fn is_zero(&self) -> bool {
         self.cap == Some(0)
     }
 
     /// Whether a value may be queued now (nobody blocked in `recv`; ignoring disconnection).
-    /// On a rendezvous channel: while more `Select`s (other than `exclude`) wait to receive than
-    /// there are values for them.
-    fn has_room(&self, st: &State<T>, exclude: u64) -> bool {
+    /// Sends granted to selections count as queued. Never on a rendezvous channel: a value
+    /// goes to a receiver there (a blocked one, or a selection it claims).
+    fn has_room(&self, st: &State<T>) -> bool {
         match self.cap {
             None => true,
-            Some(0) => {
-                let watching = st.recv_watchers.iter().filter(|(id, _)| *id != exclude).count();
-                watching > st.queue.len() + st.send_waiters.len()
-            }
-            Some(cap) => st.queue.len() < cap,
+            Some(0) => false,
+            Some(cap) => st.queue.len() + st.reserved < cap,
         }
     }
 
@@ -209,7 +188,7 @@ impl<T> Chan<T> {
     #[inline(always)]
     fn pop(&self, st: &mut State<T>) -> Option<(T, Wake)> {
         if st.queue.is_empty() && st.send_waiters.len() == 0 {
-            return None;
+            return st.timer.as_mut().and_then(Timer::take_due).map(|v| (v, Wake::NONE));
         }
         self.pop_some(st)
     }
@@ -221,7 +200,7 @@ impl<T> Chan<T> {
                 let mut wake = Wake::NONE;
                 if let Some(cap) = self.cap
                     && cap > 0
-                    && st.queue.len() < cap
+                    && st.queue.len() + st.reserved < cap
                     && let Some(node) = st.send_waiters.pop_front()
                 {
                     // Room appeared: it goes to the oldest blocked sender's value.
@@ -247,7 +226,7 @@ impl<T> Chan<T> {
         Some((v, wake))
     }
 
-    pub(super) fn try_send(&self, v: T, exclude: u64) -> Result<(), TrySendError<T>> {
+    pub(super) fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let mut st = self.lock();
         if st.receivers == 0 {
             return Err(TrySendError::Disconnected(v));
@@ -259,7 +238,10 @@ impl<T> Chan<T> {
             }
             Err(v) => v,
         };
-        if !self.has_room(&st, exclude) {
+        if self.is_zero() {
+            return self.send_to_selection(&mut st, v).map_err(TrySendError::Full);
+        }
+        if !self.has_room(&st) {
             return Err(TrySendError::Full(v));
         }
         st.enqueue(v, &self.queued);
@@ -281,11 +263,19 @@ impl<T> Chan<T> {
         };
         // With no receiver blocked, a rendezvous send waits for one, unless it may not wait at
         // all: then it behaves like `try_send`.
-        let may_queue = !self.is_zero() || expired(deadline);
-        if may_queue && self.has_room(&st, 0) {
+        if self.has_room(&st) {
             st.enqueue(v, &self.queued);
             return Ok(());
         }
+        let v = if self.is_zero() && expired(deadline) {
+            // It may not wait: as `try_send`, it goes to a waiting selection if there is one.
+            match self.send_to_selection(&mut st, v) {
+                Ok(()) => return Ok(()),
+                Err(v) => v,
+            }
+        } else {
+            v
+        };
         self.send_blocking(st, v, deadline)
     }
 
@@ -344,11 +334,24 @@ impl<T> Chan<T> {
         false
     }
 
+    #[inline]
     pub(super) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.try_recv_from(0)
+    }
+
+    /// `try_recv` for the selection `exclude` (0: none), which may not take its own send.
+    pub(super) fn try_recv_from(&self, exclude: u64) -> Result<T, TryRecvError> {
         let mut st = self.lock();
         if let Some((v, wake)) = self.pop(&mut st) {
             unlock_and_wake(st, wake);
             return Ok(v);
+        }
+        if self.is_zero() && !st.send_watchers.is_empty() {
+            // A selection waiting to send is a sender too (see `chan_select.rs`).
+            match self.recv_from_selection(st, exclude) {
+                Ok(v) => return Ok(v),
+                Err(guard) => st = guard,
+            }
         }
         Err(if st.senders == 0 {
             TryRecvError::Disconnected
@@ -412,6 +415,52 @@ impl<T> Chan<T> {
     /// `node` is in no list or slot, and stays pinned in the caller's frame until this returns.
     #[inline(always)]
     unsafe fn wait_recv(
+        &self,
+        st: SpinGuard<'_, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        // One load and a branch for the common channels.
+        if self.special && (self.is_timer || !st.send_watchers.is_empty()) {
+            // SAFETY: passed on from our caller.
+            return unsafe { self.wait_recv_special(st, node, deadline) };
+        }
+        // SAFETY: passed on from our caller.
+        unsafe { self.wait_recv_plain(st, node, deadline) }
+    }
+
+    /// `wait_recv` on a timer channel, or on a rendezvous channel with selections waiting to
+    /// send (a selection waiting to send is a sender too, see `chan_select.rs`).
+    ///
+    /// # Safety
+    ///
+    /// As `wait_recv`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn wait_recv_special<'g>(
+        &'g self,
+        mut st: SpinGuard<'g, State<T>>,
+        node: &Node<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        if self.is_timer {
+            return self.recv_timer(st, deadline);
+        }
+        match self.recv_from_selection(st, 0) {
+            Ok(v) => return Ok(v),
+            Err(guard) => st = guard,
+        }
+        // SAFETY: passed on from our caller.
+        unsafe { self.wait_recv_plain(st, node, deadline) }
+    }
+
+    /// The rest of `wait_recv`: links the node and waits.
+    ///
+    /// # Safety
+    ///
+    /// As `wait_recv`.
+    #[inline(always)]
+    unsafe fn wait_recv_plain(
         &self,
         st: SpinGuard<'_, State<T>>,
         node: &Node<T>,
@@ -516,33 +565,11 @@ impl<T> Chan<T> {
     }
 
     pub(super) fn len(&self) -> usize {
-        if self.is_zero() { 0 } else { self.lock().queue.len() }
-    }
-}
-
-impl<T> Watch for Chan<T> {
-    fn watch(&self, side: Side, id: u64, unparker: &Unparker) {
-        let mut st = self.lock();
-        match side {
-            Side::Recv => {
-                st.recv_watchers.push((id, unparker.clone()));
-                if self.is_zero() {
-                    wake_watchers(&st.send_watchers);
-                }
-            }
-            Side::Send => st.send_watchers.push((id, unparker.clone())),
+        if self.is_zero() {
+            return 0;
         }
-    }
-
-    fn unwatch(&self, side: Side, id: u64) {
-        let mut st = self.lock();
-        let list = match side {
-            Side::Recv => &mut st.recv_watchers,
-            Side::Send => &mut st.send_watchers,
-        };
-        if let Some(i) = list.iter().position(|(w, _)| *w == id) {
-            list.swap_remove(i);
-        }
+        let st = self.lock();
+        st.queue.len() + st.timer.as_ref().map_or(0, Timer::ready)
     }
 }
 

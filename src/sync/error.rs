@@ -224,3 +224,41 @@ impl fmt::Display for RecvTimeoutError {
 }
 
 impl Error for RecvTimeoutError {}
+
+/// Declares a unit error of a selection, with its message.
+macro_rules! select_error {
+    ($(#[$doc:meta])* $name:ident, $msg:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name;
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($msg)
+            }
+        }
+
+        impl Error for $name {}
+    };
+}
+
+select_error!(
+    /// [`Select::try_select`](super::Select::try_select) found no operation ready.
+    TrySelectError,
+    "all operations in select would block"
+);
+select_error!(
+    /// [`Select::select_timeout`](super::Select::select_timeout) timed out.
+    SelectTimeoutError,
+    "timed out waiting on select"
+);
+select_error!(
+    /// [`Select::try_ready`](super::Select::try_ready) found no operation ready.
+    TryReadyError,
+    "all operations in select would block"
+);
+select_error!(
+    /// [`Select::ready_timeout`](super::Select::ready_timeout) timed out.
+    ReadyTimeoutError,
+    "timed out waiting on ready"
+);

@@ -7,7 +7,7 @@
 //!
 //! | primitive | after |
 //! | --- | --- |
-//! | [`channel`]: [`channel::bounded`], [`channel::unbounded`], [`select!`](crate::select) | crossbeam-channel |
+//! | [`channel`]: [`channel::bounded`], [`channel::unbounded`], [`channel::after`], [`channel::tick`], [`channel::never`], [`select!`](crate::select), [`Select`] | crossbeam-channel |
 //! | [`oneshot`] | tokio's `oneshot` |
 //! | [`Mutex`], [`RwLock`], [`Condvar`], [`Barrier`] | std (without poisoning) |
 //! | [`Semaphore`] | tokio's `Semaphore` |
@@ -37,12 +37,12 @@ pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-pub use select::Select;
+pub use select::{Select, SelectedOperation};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use waitgroup::WaitGroup;
 
 /// Helpers the [`select!`](crate::select) macro expands to; not part of the API.
 #[doc(hidden)]
 pub mod __select {
-    pub use super::select::{Mode, RecvArm, SendArm};
+    pub use super::select::{Mode, SendGuard, Token, recv_result, send_error};
 }

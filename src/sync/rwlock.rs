@@ -4,6 +4,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::sync::Mutex as StdMutex;
 
 use super::waitq::{OnUnwind, WaitQueue, lock};
@@ -103,10 +104,7 @@ impl<T: ?Sized> RwLock<T> {
             drop(st);
             self.wait_granted(id, false);
         }
-        RwLockReadGuard {
-            lock: self,
-            _not_send: PhantomData,
-        }
+        RwLockReadGuard::new(self)
     }
 
     /// Locks for writing, waiting while anyone else holds it.
@@ -132,10 +130,7 @@ impl<T: ?Sized> RwLock<T> {
             return None;
         }
         st.readers += 1;
-        Some(RwLockReadGuard {
-            lock: self,
-            _not_send: PhantomData,
-        })
+        Some(RwLockReadGuard::new(self))
     }
 
     /// Locks for writing if the lock is free right now.
@@ -190,12 +185,6 @@ impl<T: ?Sized> RwLock<T> {
         }
     }
 
-    fn read_unlock(&self) {
-        let mut st = lock(&self.state);
-        st.readers -= 1;
-        st.dispatch();
-    }
-
     fn write_unlock(&self) {
         let mut st = lock(&self.state);
         st.writer = false;
@@ -233,10 +222,36 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
 }
 
 /// Shared access to an [`RwLock`]; releases it when dropped.
+///
+/// Covariant in `T`, as std's: it only reads the data, through a pointer, and reaches the lock's
+/// state, which does not depend on `T`, separately.
+///
+/// ```
+/// fn shorten<'a, 'g>(g: sigcoro::sync::RwLockReadGuard<'g, &'static str>) -> sigcoro::sync::RwLockReadGuard<'g, &'a str> {
+///     g
+/// }
+/// let lock = sigcoro::sync::RwLock::new("x");
+/// assert_eq!(*shorten(lock.read()), "x");
+/// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    lock: &'a RwLock<T>,
+    data: NonNull<T>,
+    state: &'a StdMutex<State>,
+    _borrow: PhantomData<&'a T>,
     _not_send: PhantomData<*const ()>,
+}
+
+impl<'a, T: ?Sized> RwLockReadGuard<'a, T> {
+    /// The guard of a read lock just taken on `lock`.
+    fn new(lock: &'a RwLock<T>) -> Self {
+        RwLockReadGuard {
+            // SAFETY: `UnsafeCell::get` never returns null.
+            data: unsafe { NonNull::new_unchecked(lock.data.get()) },
+            state: &lock.state,
+            _borrow: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
 }
 
 // SAFETY: the guard only gives `&T`, shareable across threads when `T: Sync`.
@@ -246,14 +261,16 @@ impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: while a read guard exists no writer is active, so only shared references to
-        // the data are live.
-        unsafe { &*self.lock.data.get() }
+        // the data are live; the lock outlives the guard ('a).
+        unsafe { self.data.as_ref() }
     }
 }
 
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.read_unlock();
+        let mut st = lock(self.state);
+        st.readers -= 1;
+        st.dispatch();
     }
 }
 

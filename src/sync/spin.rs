@@ -39,6 +39,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The value, through exclusive access to the lock (no locking needed).
+    pub(super) fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
     /// Locks, with preemption held off until the guard is dropped.
     #[inline]
     pub(super) fn lock(&self) -> SpinGuard<'_, T> {
