@@ -152,7 +152,7 @@ def expand_use(tree):
 files = {}
 for root, _, names in os.walk(SRC):
     for name in names:
-        if name.endswith(".rs") and name != "chan_tests.rs":
+        if name.endswith(".rs") and name != "tests.rs":
             p = os.path.join(root, name)
             files[module_of(p)] = p
 modules = set(files)

@@ -91,11 +91,11 @@ pub use preempt::{Checkpoints, HogReport, NoPreemptGuard, PreemptStats, checkpoi
 pub use runtime::{
     DEFAULT_PREEMPT_SLICE, MAX_PREEMPT_SLICE, MIN_PREEMPT_SLICE, Runtime, RuntimeBuilder, ShutdownReport, run,
 };
-pub use sched::api::{
+pub use sched::coroutine_local::CoroutineLocal;
+pub use sched::green::{
     Builder, GreenThread, JoinError, JoinHandle, current, park, park_timeout, sleep, sleep_until, spawn,
     stack_remaining, yield_now,
 };
-pub use sched::local::CoroutineLocal;
 pub use sched::scope::{Scope, ScopedJoinHandle, scope};
 
 /// The tests' controls: switches that turn a fix off in a child process, so a test can show

@@ -12,7 +12,7 @@
 //! ```
 
 use crate::preempt::settings::{self, EnvSetting};
-use crate::sched::api::{Builder, JoinHandle};
+use crate::sched::green::{Builder, JoinHandle};
 use crate::sched::worker::{Local, PreemptConfig, Shared};
 use crate::stack;
 use std::io;
@@ -183,7 +183,7 @@ impl RuntimeBuilder {
                 let rt = shared.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("{}-timer", self.name))
-                    .spawn(move || crate::preempt::timer::run(rt, slice));
+                    .spawn(move || crate::preempt::monitor::run(rt, slice));
                 match spawned {
                     Ok(t) => Some(t),
                     Err(e) => {

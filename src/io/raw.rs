@@ -128,7 +128,7 @@ impl ReactorInner {
 
     /// Parks the running coroutine (of this reactor's worker) until `fd` has `interest`,
     /// `deadline` passes, or `watch` is closed.
-    fn raw_wait(&self, fd: RawFd, interest: u32, deadline: Option<Instant>, watch: &Watch) -> io::Result<()> {
+    fn raw_wait(&self, fd: RawFd, interest: u32, deadline: Option<Instant>, watch: &CloseWaiter) -> io::Result<()> {
         let id = {
             let mut table = lock(&self.raw);
             if table.epoll.is_none() {
@@ -214,7 +214,7 @@ impl Drop for RawLeave<'_> {
 }
 
 /// A waiter's entry in the process-wide close table.
-struct Watch {
+struct CloseWaiter {
     closed: AtomicBool,
     wake: Wake,
 }
@@ -226,7 +226,7 @@ enum Wake {
     EventFd(Arc<OwnedFd>),
 }
 
-impl Watch {
+impl CloseWaiter {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         match &self.wake {
@@ -241,20 +241,20 @@ impl Watch {
 }
 
 /// Waiters by fd number, for [`close`].
-fn watches() -> &'static Mutex<HashMap<RawFd, Vec<Arc<Watch>>>> {
-    static WATCHES: OnceLock<Mutex<HashMap<RawFd, Vec<Arc<Watch>>>>> = OnceLock::new();
+fn watches() -> &'static Mutex<HashMap<RawFd, Vec<Arc<CloseWaiter>>>> {
+    static WATCHES: OnceLock<Mutex<HashMap<RawFd, Vec<Arc<CloseWaiter>>>>> = OnceLock::new();
     WATCHES.get_or_init(Mutex::default)
 }
 
 /// Keeps a watch in the close table for the length of a wait.
 struct Watching {
     fd: RawFd,
-    watch: Arc<Watch>,
+    watch: Arc<CloseWaiter>,
 }
 
 impl Watching {
     fn new(fd: RawFd, wake: Wake) -> Watching {
-        let watch = Arc::new(Watch {
+        let watch = Arc::new(CloseWaiter {
             closed: AtomicBool::new(false),
             wake,
         });

@@ -1,7 +1,7 @@
 //! A worker's own alarm clock, for the coroutines that run until something interrupts them.
 //!
 //! The timer thread finds a coroutine that ran past its slice and, if no safe point took the
-//! flag within the grace period, signals its worker (see [`super::timer`]). Doing that for the
+//! flag within the grace period, signals its worker (see [`super::monitor`]). Doing that for the
 //! same CPU-bound coroutine slice after slice costs a wake-up of the timer thread and a signal
 //! sent across CPUs each time, and the timer thread learns of a worker's new timers only at
 //! its next look. So a worker that resumes a coroutine that was preempted last time (one likely
@@ -28,7 +28,7 @@ use std::time::Instant;
 /// suffice: they only keep the compiler from tearing or caching what the handler may see).
 pub(crate) struct Alarm {
     id: libc::timer_t,
-    /// What it is set for (in [`super::timer::nanos`]; 0: nothing or unknown).
+    /// What it is set for (in [`super::monitor::nanos`]; 0: nothing or unknown).
     armed: AtomicU64,
     /// Whether that is the end of a slice rather than a timer: the slice end should not outlive
     /// the coroutine it was set for, and is measured in CPU time (see [`Alarm::fired`]).
@@ -101,7 +101,7 @@ impl Alarm {
             .saturating_sub(super::handler::clock_ns());
         if self.armed.load(Ordering::Relaxed) != target || quiet > 0 {
             let wait = target
-                .saturating_sub(super::timer::nanos(Instant::now()))
+                .saturating_sub(super::monitor::nanos(Instant::now()))
                 .max(1)
                 .max(quiet);
             if !self.set(wait) {

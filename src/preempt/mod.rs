@@ -46,9 +46,9 @@ pub(crate) mod alarm;
 pub(crate) mod codemap;
 pub(crate) mod handler;
 pub mod hog;
+pub(crate) mod monitor;
 pub(crate) mod region;
 pub mod settings;
-pub(crate) mod timer;
 pub(crate) mod unwind;
 pub(crate) mod watch;
 

@@ -28,7 +28,7 @@ pub(crate) struct PreemptWatch {
     /// preemption are stamped: reading a clock at every yield would cost more than the yield,
     /// and a slice that follows a preemption is the one most likely to run out too.
     pub stamp_seq: AtomicU64,
-    /// When slice `stamp_seq` began, in [`super::timer::nanos`].
+    /// When slice `stamp_seq` began, in [`super::monitor::nanos`].
     pub stamp_ns: AtomicU64,
     /// What the worker runs now: [`IDLE`], [`RUNNING`], or [`IN_REGION`] (a coroutine inside
     /// [`preemptible`](super::preemptible), the only state in which it may be signalled).
@@ -50,7 +50,7 @@ pub(crate) struct PreemptWatch {
     /// its end, so that a walk slower than the timer's retries (an unoptimised walker on a deep
     /// stack) cannot keep the coroutine in the handler for good.
     pub quiet_until: AtomicU64,
-    /// When the timer thread last sent the preemption signal (in [`super::timer::nanos`]),
+    /// When the timer thread last sent the preemption signal (in [`super::monitor::nanos`]),
     /// cleared to 0 by the handler: real-time signals queue, so while one is still on its way
     /// (blocked between regions, or the handler busy) the timer thread sends no other, for a
     /// while (a signal the kernel could not deliver never clears it).
@@ -60,7 +60,7 @@ pub(crate) struct PreemptWatch {
     /// Threads (or signal handlers) dereferencing `flag` right now; an exiting worker clears
     /// `flag` and waits for this to reach 0 before its thread-locals go away.
     pub flag_users: AtomicUsize,
-    /// The worker's earliest timer, in [`super::timer::nanos`] (0: none). A coroutine still
+    /// The worker's earliest timer, in [`super::monitor::nanos`] (0: none). A coroutine still
     /// running when it is due is preempted at once, so the timer fires on time.
     pub deadline: AtomicU64,
     /// When the worker's own alarm goes off (see [`super::alarm`]; 0: not set), and the slice
@@ -79,7 +79,7 @@ impl PreemptWatch {
         if stamp {
             // Time first, then which slice it belongs to, then the slice itself: a reader that
             // sees `stamp_seq == slice_seq` (acquire) sees this slice's time.
-            let now = super::timer::nanos(Instant::now());
+            let now = super::monitor::nanos(Instant::now());
             self.stamp_ns.store(now, Ordering::Relaxed);
             self.stamp_seq.store(seq, Ordering::Release);
             at = Some(now);

@@ -1,6 +1,6 @@
 //! `scope`: coroutines that may borrow from the caller, joined before `scope` returns.
 
-use super::api::{Builder, JoinHandle};
+use super::green::{Builder, JoinHandle};
 use super::park;
 use super::worker;
 use std::fmt;

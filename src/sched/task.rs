@@ -112,7 +112,7 @@ pub(crate) struct Task {
     /// How often this task was preempted.
     pub stats: crate::preempt::TaskCounters,
     /// Its `coroutine_local!` values (running worker only), made on first use.
-    pub locals: UnsafeCell<Option<Box<super::local::Locals>>>,
+    pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
     pub stack_size: usize,
     /// When it was last queued, in its queuing worker's count of queued tasks (runtimes with

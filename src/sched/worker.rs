@@ -13,7 +13,7 @@
 
 use super::park::current_task;
 use super::task::{Task, UNSTARTED};
-use super::timer::{TimerKind, Timers};
+use super::timers::{TimerKind, Timers};
 use crate::io::reactor::Reactor;
 use crate::preempt::watch::{IDLE, IN_REGION, RUNNING};
 use std::cell::{Cell, UnsafeCell};
@@ -107,7 +107,7 @@ pub(crate) struct Shared {
     /// Tells the timer thread to stop (before the workers are).
     pub timer_stop: AtomicBool,
     /// Wakes the timer thread from a long nap when a worker gets work.
-    pub timer_bell: crate::preempt::timer::Bell,
+    pub timer_bell: crate::preempt::monitor::Bell,
     /// Runtime-wide preemption counts.
     pub stats: crate::preempt::Counters,
     /// Whether unstarted tasks start on the worker with the fewest live ones (`steal.rs`);
@@ -130,7 +130,7 @@ impl Shared {
             preempt_anywhere: preempt.slice.is_some() && preempt.anywhere,
             slice_alarm_ns: match preempt.slice {
                 Some(slice) if preempt.async_regions || preempt.anywhere => {
-                    crate::preempt::timer::slice_and_grace(slice).as_nanos() as u64
+                    crate::preempt::monitor::slice_and_grace(slice).as_nanos() as u64
                 }
                 _ => 0,
             },
@@ -177,7 +177,7 @@ impl Shared {
 }
 
 impl WorkerShared {
-    /// Whether the worker has nothing to run (SeqCst: see `preempt::timer::Bell`).
+    /// Whether the worker has nothing to run (SeqCst: see `preempt::monitor::Bell`).
     pub(crate) fn is_idle(&self) -> bool {
         self.idle.load(Ordering::SeqCst)
     }
@@ -651,7 +651,7 @@ impl Local {
                 && let Some(alarm) = &self.alarm
             {
                 let slice_end = self.slice_start.get().map(|start| start + self.rt.slice_alarm_ns);
-                let timer = self.timers().next_deadline().map(crate::preempt::timer::nanos);
+                let timer = self.timers().next_deadline().map(crate::preempt::monitor::nanos);
                 alarm.cover(watch, watch.slice_seq.load(Ordering::Relaxed), slice_end, timer);
             }
             // SAFETY: we dequeued the task, so we are the one worker that may run it.
@@ -705,7 +705,7 @@ impl Local {
 
     /// Tells the timer thread when our earliest timer is due.
     fn publish_deadline(&self) {
-        let ns = self.timers().next_deadline().map_or(0, crate::preempt::timer::nanos);
+        let ns = self.timers().next_deadline().map_or(0, crate::preempt::monitor::nanos);
         let slot = &self.me().preempt.deadline;
         if slot.load(Ordering::Relaxed) != ns {
             slot.store(ns, Ordering::Relaxed);
@@ -731,7 +731,7 @@ impl Local {
                     // Never started: dropping its body drops the closure, which never ran.
                     // SAFETY: we dequeued it.
                     drop(unsafe { task.body().take() });
-                    super::api::finish(&task, Err(super::task::JoinErrorKind::Cancelled));
+                    super::green::finish(&task, Err(super::task::JoinErrorKind::Cancelled));
                     continue;
                 }
                 self.run_task(task, true);

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Mutex as StdMutex;
 
-use super::waitq::{OnUnwind, WaitQueue, lock};
+use super::waiters::{OnUnwind, WaitQueue, lock};
 use crate::sched::park::{current_unparker, park_until};
 
 /// A barrier like `std::sync::Barrier`: [`wait`](Self::wait) blocks until `n` parties have

@@ -77,7 +77,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chan::Chan;
-use super::waitq::deadline_after;
+use super::waiters::deadline_after;
 
 pub use super::error::{
     ReadyTimeoutError, RecvError, RecvTimeoutError, SelectTimeoutError, SendError, SendTimeoutError, TryReadyError,

@@ -5,7 +5,7 @@ use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use super::mutex::MutexGuard;
-use super::waitq::{OnUnwind, WaitQueue, deadline_after, expired, lock, unpark};
+use super::waiters::{OnUnwind, WaitQueue, deadline_after, expired, lock, unpark};
 use crate::sched::park::{current_unparker, park_until};
 
 /// A condition variable like `std::sync::Condvar`, working with [`Mutex`](super::Mutex) and

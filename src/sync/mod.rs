@@ -29,9 +29,8 @@ mod select;
 mod select_macro;
 mod semaphore;
 mod spin;
+mod waiters;
 mod waitgroup;
-mod waitlist;
-mod waitq;
 
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};

@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
-use super::waitq::{OnUnwind, WaitQueue, lock, unpark};
+use super::waiters::{OnUnwind, WaitQueue, lock, unpark};
 use crate::sched::park::{current_unparker, park_until};
 
 /// A mutual-exclusion lock like `std::sync::Mutex`, whose waiters park (a coroutine waiting

@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use super::waitq::{OnUnwind, deadline_after, expired, lock};
+use super::waiters::{OnUnwind, deadline_after, expired, lock};
 use crate::sched::park::{Unparker, current_unparker, park_until};
 
 pub use super::error::{RecvError, RecvTimeoutError, TryRecvError};

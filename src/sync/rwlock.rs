@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Mutex as StdMutex;
 
-use super::waitq::{OnUnwind, WaitQueue, lock};
+use super::waiters::{OnUnwind, WaitQueue, lock};
 use crate::sched::park::{current_unparker, park_until};
 
 /// A reader-writer lock like `std::sync::RwLock`, whose waiters park. No poisoning (see

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
-use super::waitq::{OnUnwind, WaitQueue, deadline_after, expired, lock};
+use super::waiters::{OnUnwind, WaitQueue, deadline_after, expired, lock};
 use crate::sched::park::{current_unparker, park_until};
 
 /// A counting semaphore, after tokio's: [`acquire`](Self::acquire) takes a permit (waiting

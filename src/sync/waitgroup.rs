@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use super::waitq::{OnUnwind, WaitQueue, lock};
+use super::waiters::{OnUnwind, WaitQueue, lock};
 use crate::sched::park::{current_unparker, park_until};
 
 /// Waits for a set of tasks to finish, after crossbeam's `WaitGroup`: every clone is one

@@ -5,7 +5,7 @@
 use super::Local;
 use crate::coroutine::CoroutineResult;
 use crate::sched::task::{Action, PARKED, Task};
-use crate::sched::timer::TimerKind;
+use crate::sched::timers::TimerKind;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -90,7 +90,7 @@ impl Local {
     #[inline(always)]
     pub(super) fn start(&self, task: &Arc<Task>) -> Option<CoroutineResult<Action, ()>> {
         let adopt = || task.owner.store(self.index, Ordering::Release);
-        let (co, outcome) = crate::sched::api::start_coroutine(task, adopt)?;
+        let (co, outcome) = crate::sched::green::start_coroutine(task, adopt)?;
         // SAFETY: we dequeued the task, so we are the one worker that may run it.
         unsafe { *task.coroutine() = Some(co) };
         Some(outcome)

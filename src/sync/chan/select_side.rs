@@ -40,8 +40,8 @@ use std::time::Instant;
 
 use super::super::select::{ErasedBox, Grant, Offer, Outcome, Side, Watch};
 use super::super::spin::SpinGuard;
-use super::super::waitlist::Node;
-use super::super::waitq::OnUnwind;
+use super::super::waiters::OnUnwind;
+use super::waitlist::Node;
 use super::{Chan, State, unlock_and_wake, wake_watchers};
 use crate::sched::park::{Unparker, current_unparker, park_until};
 

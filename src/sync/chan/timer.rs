@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::spin::SpinGuard;
-use super::super::waitq::expired;
+use super::super::waiters::expired;
 use super::{Chan, State};
 use crate::sched::park::park_until;
 use crate::sync::channel::RecvTimeoutError;

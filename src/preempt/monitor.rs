@@ -90,7 +90,7 @@ const IDLE_LOOK: u64 = 10_000_000;
 
 /// What the timer thread knows of one worker.
 #[derive(Default)]
-struct Watch {
+struct WorkerView {
     /// The slice seen last (`None` while the worker runs nothing) and when it began: stamped by
     /// the worker, or when this thread first saw it.
     slice: Option<(u64, u64)>,
@@ -174,10 +174,10 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10);
     }
     let slice = slice.as_nanos() as u64;
-    let mut watch: Vec<Watch> = (0..rt.workers.len())
-        .map(|index| Watch {
+    let mut watch: Vec<WorkerView> = (0..rt.workers.len())
+        .map(|index| WorkerView {
             index,
-            ..Watch::default()
+            ..WorkerView::default()
         })
         .collect();
     let mut idle_period = slice;
@@ -259,7 +259,7 @@ impl Next {
 impl Look<'_> {
     /// Looks at one worker: interrupts it if something is due, and says when it next needs a
     /// look ([`Next::NONE`]: it runs nothing).
-    fn worker(&self, w: &PreemptWatch, watch: &mut Watch) -> Next {
+    fn worker(&self, w: &PreemptWatch, watch: &mut WorkerView) -> Next {
         let now = self.now;
         if w.running.load(Ordering::Relaxed) == IDLE {
             self.hog_over(watch);
@@ -343,7 +343,7 @@ impl Look<'_> {
 
     /// Raises the preemption flag for the running slice, and notes the worker thread's CPU
     /// time: the grace period that starts now is the window the busy check looks at.
-    fn flag(&self, w: &PreemptWatch, watch: &mut Watch) {
+    fn flag(&self, w: &PreemptWatch, watch: &mut WorkerView) {
         self.interrupt(w, PREEMPT);
         watch.flagged_at = Some(self.now);
         // (A system call: only worth it where a signal may follow.)
@@ -370,7 +370,7 @@ impl Look<'_> {
     /// Signals a worker whose slice ran out, if its thread has been on a CPU for at least an
     /// eighth of the time since the flag (or the last try): it is computing, not blocked in a
     /// system call that the signal would cut short. Records the try either way.
-    fn signal_if_busy(&self, w: &PreemptWatch, watch: &mut Watch) {
+    fn signal_if_busy(&self, w: &PreemptWatch, watch: &mut WorkerView) {
         let (now, cpu) = (self.now, thread_cpu_ns(w));
         // No mark yet (flagged outside a region, which it entered since): look again a grace
         // period from now.
@@ -412,7 +412,7 @@ impl Look<'_> {
 impl Look<'_> {
     /// Files a hog report when the running slice has gone [`HOG_SLICES`] slices without a safe
     /// point, and keeps it up to date while it goes on.
-    fn hog_check(&self, w: &PreemptWatch, watch: &mut Watch, seq: u64, start: u64) {
+    fn hog_check(&self, w: &PreemptWatch, watch: &mut WorkerView, seq: u64, start: u64) {
         let held = self.now.saturating_sub(start);
         // Inside a region the signal takes the worker back; only a coroutine it cannot take
         // for a good while (it runs code that is not vouched) counts as a hog there.
@@ -461,7 +461,7 @@ impl Look<'_> {
     }
 
     /// The reported hog's slice is over: its report says so.
-    fn hog_over(&self, watch: &mut Watch) {
+    fn hog_over(&self, watch: &mut WorkerView) {
         if let Some((_, id)) = watch.hog.take() {
             self.rt.hogs.update(watch.index, id, Duration::ZERO, false, None);
         }

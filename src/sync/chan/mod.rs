@@ -15,7 +15,7 @@
 //!   `queue` holds only values that needed no blocked sender (a value handed back by a
 //!   cancelled receiver, or a selection's granted send whose receiver left), and receivers
 //!   take those first. Values a sender leaves for a selection it claimed wait in `deliveries`
-//!   (see `chan_select.rs`).
+//!   (see `select_side.rs`).
 //!
 //! A receiver cancelled right after a value was handed to it gives the value back: to the next
 //! blocked receiver, else to the front of the queue (it was the oldest), so nothing is lost; it
@@ -45,15 +45,13 @@ use std::time::Instant;
 use super::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use super::select::Side;
 use super::spin::{SpinGuard, SpinLock};
-use super::waitlist::{Node, WaitList, Wake, spinning_task};
-use super::waitq::{OnUnwind, expired};
+use super::waiters::{OnUnwind, expired};
+use waitlist::{Node, WaitList, Wake, spinning_task};
 
-#[path = "chan_ends.rs"]
 mod ends;
-#[path = "chan_select.rs"]
 mod select_side;
-#[path = "chan_timer.rs"]
 mod timer;
+pub(super) mod waitlist;
 
 use select_side::{Claim, Delivery, Watcher};
 use timer::Timer;
@@ -93,7 +91,7 @@ struct State<T> {
     /// Values sent to selections whose receive arm their senders claimed, by selection id
     /// (rendezvous channels only); each selection takes its own when it wakes.
     deliveries: Vec<Delivery<T>>,
-    /// The schedule of a timer channel (see `chan_timer.rs`).
+    /// The schedule of a timer channel (see `timer.rs`).
     timer: Option<Timer<T>>,
 }
 
@@ -347,7 +345,7 @@ impl<T> Chan<T> {
             return Ok(v);
         }
         if self.is_zero() && !st.send_watchers.is_empty() {
-            // A selection waiting to send is a sender too (see `chan_select.rs`).
+            // A selection waiting to send is a sender too (see `select_side.rs`).
             match self.recv_from_selection(st, exclude) {
                 Ok(v) => return Ok(v),
                 Err(guard) => st = guard,
@@ -378,7 +376,7 @@ impl<T> Chan<T> {
             // under the lock; if anything unwinds, the guard (armed first) leaves.
             let guard = OnUnwind::new(|| self.cancel_spin(node));
             self.spinner.store(ptr::from_ref(node).cast_mut(), Ordering::Release);
-            super::waitlist::yield_once(task);
+            waitlist::yield_once(task);
             guard.disarm();
             if node.is_done() {
                 return node.take().ok_or(RecvTimeoutError::Disconnected);
@@ -430,7 +428,7 @@ impl<T> Chan<T> {
     }
 
     /// `wait_recv` on a timer channel, or on a rendezvous channel with selections waiting to
-    /// send (a selection waiting to send is a sender too, see `chan_select.rs`).
+    /// send (a selection waiting to send is a sender too, see `select_side.rs`).
     ///
     /// # Safety
     ///
@@ -574,5 +572,4 @@ impl<T> Chan<T> {
 }
 
 #[cfg(test)]
-#[path = "chan_tests.rs"]
 mod tests;

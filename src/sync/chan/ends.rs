@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
-use super::super::waitlist::Node;
+use super::waitlist::Node;
 use super::{Chan, wake_watchers};
 
 /// Drops every value of `values`, even when some of their destructors panic; the first

@@ -14,7 +14,7 @@
 //! leaves no trace.
 //!
 //! A receive completes when it is attempted; a send is *granted* (room reserved, see
-//! `chan_select.rs`) and completes once the caller supplies the value through the
+//! `chan/select_side.rs`) and completes once the caller supplies the value through the
 //! [`SelectedOperation`], which never waits. So once a selection returns, its operation has
 //! happened or is bound to, and no other has.
 
@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::channel::{Receiver, RecvError, SendError, Sender};
 use super::error::{ReadyTimeoutError, SelectTimeoutError, TryReadyError, TrySelectError};
-use super::waitq::{deadline_after, expired};
+use super::waiters::{deadline_after, expired};
 use crate::sched::park::{Unparker, current_unparker, park_until};
 
-#[path = "select_op.rs"]
 mod op;
 
 pub use op::SelectedOperation;
@@ -570,5 +569,4 @@ pub fn send_error<T>(value: T) -> Result<(), SendError<T>> {
 }
 
 #[cfg(test)]
-#[path = "select_tests.rs"]
 mod tests;

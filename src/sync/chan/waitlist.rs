@@ -36,11 +36,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use super::waitq::expired;
 use crate::preempt::Critical;
 use crate::sched::park::{Unparker, park_until, wait};
 use crate::sched::task::{Action, Task};
 use crate::sched::worker;
+use crate::sync::waiters::expired;
 
 /// Node states. `SPINNING`: linked, its owner polls it (a completer wakes nobody). `PARKED`:
 /// linked, its owner parks (a completer wakes it). `DONE`: completed. Only the owner moves
