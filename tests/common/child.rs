@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -86,6 +86,21 @@ pub fn run_full(test: &str, timeout: Duration, limits: &[Limit], env: &[(&str, &
             Ok(())
         });
     }
+    let (status, stdout, stderr, elapsed) = spawn_and_wait(&mut cmd, timeout);
+    let out = Outcome {
+        status: status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL)),
+        stdout,
+        stderr,
+        elapsed,
+    };
+    assert!(status.is_some(), "the child did not finish within {timeout:?}: {out:?}");
+    out
+}
+
+/// Spawns `cmd` (its stdout and stderr piped), reads both to the end and waits for it; kills it
+/// after `timeout` (the status is then `None`). Returns the status, stdout, stderr and how long
+/// it ran.
+pub fn spawn_and_wait(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String, String, Duration) {
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawning the child");
     let drain = |mut pipe: Box<dyn Read + Send>| {
@@ -99,25 +114,16 @@ pub fn run_full(test: &str, timeout: Duration, limits: &[Limit], env: &[(&str, &
     let stderr = drain(Box::new(child.stderr.take().expect("piped")));
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break status;
+            break Some(status);
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let status = child.wait().expect("reaping the killed child");
-            let out = Outcome {
-                status,
-                stdout: stdout.join().unwrap_or_default(),
-                stderr: stderr.join().unwrap_or_default(),
-                elapsed: start.elapsed(),
-            };
-            panic!("the child did not finish within {timeout:?}: {out:?}");
+            let _ = child.wait();
+            break None;
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Outcome {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-        elapsed: start.elapsed(),
-    }
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    (status, stdout, stderr, start.elapsed())
 }

@@ -158,33 +158,12 @@ pub fn run_child(test: &str, mode: Mode, timeout: Duration) -> Outcome {
             Ok(())
         });
     }
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawning the child");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let (status, stdout, stderr, elapsed) = super::child::spawn_and_wait(&mut cmd, timeout);
     Outcome {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        elapsed: start.elapsed(),
+        stdout,
+        stderr,
+        elapsed,
     }
 }
 
