@@ -57,11 +57,13 @@
 //! the other workers sleep (their runnable load is zero whenever they look). So the last step
 //! before a worker starts an unstarted task from its queue looks at the live started tasks
 //! (`Published::live`, the size of each worker's registry: queued, running, parked or asleep):
-//! if another worker, not running a hog, has no more runnable load than this one and fewer
-//! live tasks (each counting its unstarted ones), the task goes to that worker's stealable
-//! queue instead and wakes it. The runnable load comes first, so CPU-bound tasks keep the
-//! shares the steals gave them; among workers equally busy, tasks that mostly wait spread by
-//! number. Counting the target's unstarted tasks keeps a storm from going all one way before
+//! if this worker has nothing else to run, and another worker, not running a hog, has nothing
+//! runnable either (no started task queued or running, no unstarted one) and fewer live
+//! tasks, the task goes to that worker's stealable queue instead and wakes it. Between busy
+//! workers the steals and the hold-back above balance the runnable load, and a parked
+//! coroutine (a joiner, a sleeper) must not weigh like a runnable one: a hog is never pushed
+//! away because its worker also holds a parked joiner. Among idle workers, where a server's
+//! connection coroutines start, tasks that mostly wait spread by number. Counting the target's unstarted tasks keeps a storm from going all one way before
 //! the target starts any.
 //! Tasks joined in place and those a thief runs at once skip the step: they start where the
 //! work already is.
@@ -300,15 +302,21 @@ impl Local {
         if mine == 0 || !self.rt.place_by_live {
             return Some(task);
         }
-        // Runnable load first (what the steals balance), then live tasks: CPU-bound tasks
-        // spread by the former, tasks that mostly wait by the latter.
+        // Only between workers with nothing else to run: runnable load is what the steals
+        // and the hold-back balance, and between busy workers a parked coroutine (a joiner, a
+        // sleeper) must not weigh like a runnable one.
         let load = self.load();
+        if load != 0 {
+            return Some(task);
+        }
         let lighter = self.rt.workers.iter().enumerate().find(|&(i, w)| {
             // Its unstarted tasks count: those it was given may not have started yet.
             let fresh = w.fresh.len();
+            let runnable = w.published.started.load(Ordering::Relaxed) + fresh;
             i != self.index
                 && !hogging(w)
-                && w.published.started.load(Ordering::Relaxed) + fresh <= load
+                && runnable == 0
+                && load == 0
                 && w.published.live.load(Ordering::Relaxed) + fresh < mine
         });
         let Some((to, _)) = lighter else { return Some(task) };
