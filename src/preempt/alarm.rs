@@ -95,15 +95,10 @@ impl Alarm {
         self.timer_pending.store(timer.is_some(), Ordering::Relaxed);
         // Not before the quiet time the handler set after a slow refused walk (see
         // `PreemptWatch::quiet_until`): the coroutine must run between walks.
-        let quiet = watch
-            .quiet_until
-            .load(Ordering::Relaxed)
-            .saturating_sub(super::handler::clock_ns());
+        let now = super::monitor::nanos(Instant::now());
+        let quiet = watch.quiet_until.load(Ordering::Relaxed).saturating_sub(now);
         if self.armed.load(Ordering::Relaxed) != target || quiet > 0 {
-            let wait = target
-                .saturating_sub(super::monitor::nanos(Instant::now()))
-                .max(1)
-                .max(quiet);
+            let wait = target.saturating_sub(now).max(1).max(quiet);
             if !self.set(wait) {
                 return;
             }

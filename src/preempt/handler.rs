@@ -85,14 +85,6 @@ fn alarm_wants_preemption() -> bool {
     true
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (a vDSO read; async-signal-safe).
-pub(crate) fn clock_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: reading a clock into a local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Stack between the interrupted point and its region beyond which a refused walk counts as a
 /// long one (see the timer thread's backoff).
 const LONG_WALK: usize = 16 * 1024;
@@ -131,13 +123,13 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         .last_pc_seq
         .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     // The tests' controls switch anywhere; everything else must pass the walk.
-    let walk_start = clock_ns();
+    let walk_start = super::monitor::nanos_now_in_handler();
     // SAFETY: `regs` are the interrupted registers of this task's coroutine, on this thread.
     let vouched = anywhere || unsafe { vouched(task, regs, region) };
     // Whatever the verdict, the coroutine then runs four times as long as the walk took
     // before the next signal (a walk at the bottom of a deep stack, by an unoptimised walker,
     // can take longer than a slice: without this the coroutine would make no headway).
-    let walk_end = clock_ns();
+    let walk_end = super::monitor::nanos_now_in_handler();
     let walk_ns = walk_end.saturating_sub(walk_start);
     watch.quiet_until.store(walk_end + 4 * walk_ns, Ordering::Relaxed);
     if !vouched {

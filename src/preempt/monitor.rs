@@ -58,9 +58,20 @@ use std::time::{Duration, Instant};
 
 /// Nanoseconds from a process-wide origin to `t` (at least 1, so 0 can mean "none").
 pub(crate) fn nanos(t: Instant) -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(|| Instant::now() - Duration::from_secs(1));
     t.saturating_duration_since(origin).as_nanos().max(1) as u64
+}
+
+/// The origin of [`nanos`], set by its first call (the timer thread's, before any worker can
+/// be signalled).
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// [`nanos`] of now, for a signal handler: no lazy initialisation, only a load of the origin
+/// and a clock read (0 if the origin is not set yet). Async-signal-safe.
+pub(crate) fn nanos_now_in_handler() -> u64 {
+    ORIGIN.get().map_or(0, |o| {
+        Instant::now().saturating_duration_since(*o).as_nanos().max(1) as u64
+    })
 }
 
 /// How long a slice's coroutine has to take the flag at a safe point before it is signalled.
@@ -399,7 +410,7 @@ impl Look<'_> {
         let tid = w.tid.load(Ordering::Relaxed);
         let sent = w.signal_sent_at.load(Ordering::Acquire);
         let in_flight = sent != 0 && self.now.saturating_sub(sent) < IN_FLIGHT_SLICES * self.slice;
-        let quiet = w.quiet_until.load(Ordering::Relaxed) > super::handler::clock_ns();
+        let quiet = w.quiet_until.load(Ordering::Relaxed) > self.now;
         if pending && tid != 0 && !in_flight && !quiet {
             w.signal_sent_at.store(self.now, Ordering::Release);
             self.rt.stats.signals.fetch_add(1, Ordering::Relaxed);

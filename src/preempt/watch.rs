@@ -45,10 +45,10 @@ pub(crate) struct PreemptWatch {
     /// Set by the handler when it refused after a long walk (a deep stack below the region):
     /// the timer thread then waits longer before it signals again.
     pub deep_refusal: AtomicBool,
-    /// Until when (CLOCK_MONOTONIC ns, see [`super::handler::clock_ns`]) the timer thread sends
-    /// no signal and the worker's alarm does not go off: set by the handler after a refused walk to four times the walk's length past
-    /// its end, so that a walk slower than the timer's retries (an unoptimised walker on a deep
-    /// stack) cannot keep the coroutine in the handler for good.
+    /// Until when (in [`super::monitor::nanos`]) the timer thread sends no signal and the
+    /// worker's alarm does not go off: set by the handler after every walk to four times the
+    /// walk's length past its end, so that a walk slower than the retries (an unoptimised
+    /// walker on a deep stack) cannot keep the coroutine in the handler for good.
     pub quiet_until: AtomicU64,
     /// When the timer thread last sent the preemption signal (in [`super::monitor::nanos`]),
     /// cleared to 0 by the handler: real-time signals queue, so while one is still on its way

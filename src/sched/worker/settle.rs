@@ -106,10 +106,7 @@ impl Local {
         });
         slots[slot] = Some(task.clone());
         task.slot.store(slot, Ordering::Relaxed);
-        self.me()
-            .published
-            .live
-            .store(slots.len() - free.len(), Ordering::Relaxed);
+        self.publish_live(slots.len() - free.len());
     }
 
     /// Takes an ended task out of the registry.
@@ -119,9 +116,15 @@ impl Local {
         let slot = task.slot.load(Ordering::Relaxed);
         slots[slot] = None;
         free.push(slot);
-        self.me()
-            .published
-            .live
-            .store(slots.len() - free.len(), Ordering::Relaxed);
+        self.publish_live(slots.len() - free.len());
+    }
+
+    /// Publishes how many live tasks this worker owns, for placement (`steal.rs`); nobody
+    /// reads it on a one-worker runtime.
+    #[inline]
+    fn publish_live(&self, live: usize) {
+        if self.stealable {
+            self.me().published.live.store(live, Ordering::Relaxed);
+        }
     }
 }

@@ -63,9 +63,8 @@
 //! workers the steals and the hold-back above balance the runnable load, and a parked
 //! coroutine (a joiner, a sleeper) must not weigh like a runnable one: a hog is never pushed
 //! away because its worker also holds a parked joiner. Among idle workers, where a server's
-//! connection coroutines start, tasks that mostly wait spread by number. Counting the target's unstarted tasks keeps a storm from going all one way before
-//! the target starts any.
-//! Tasks joined in place and those a thief runs at once skip the step: they start where the
+//! connection coroutines start, tasks that mostly wait spread by number (a worker given one
+//! has it queued, so it counts as busy for the next). Tasks joined in place and those a thief runs at once skip the step: they start where the
 //! work already is.
 //!
 //! # Shutdown
@@ -299,25 +298,18 @@ impl Local {
     /// worker with fewer live started tasks (see the module docs). `None`: it went there.
     fn place(&self, task: Arc<Task>) -> Option<Arc<Task>> {
         let mine = self.me().published.live.load(Ordering::Relaxed);
-        if mine == 0 || !self.rt.place_by_live {
-            return Some(task);
-        }
         // Only between workers with nothing else to run: runnable load is what the steals
         // and the hold-back balance, and between busy workers a parked coroutine (a joiner, a
         // sleeper) must not weigh like a runnable one.
-        let load = self.load();
-        if load != 0 {
+        if mine == 0 || !self.rt.place_by_live || self.load() != 0 {
             return Some(task);
         }
         let lighter = self.rt.workers.iter().enumerate().find(|&(i, w)| {
-            // Its unstarted tasks count: those it was given may not have started yet.
-            let fresh = w.fresh.len();
-            let runnable = w.published.started.load(Ordering::Relaxed) + fresh;
             i != self.index
                 && !hogging(w)
-                && runnable == 0
-                && load == 0
-                && w.published.live.load(Ordering::Relaxed) + fresh < mine
+                && w.fresh.len() == 0
+                && w.published.started.load(Ordering::Relaxed) == 0
+                && w.published.live.load(Ordering::Relaxed) < mine
         });
         let Some((to, _)) = lighter else { return Some(task) };
         // Under the target's lock and shutdown rule; a worker that stopped sends it back.
