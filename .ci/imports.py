@@ -15,6 +15,7 @@ SRC = "src"
 # The layer order of ARCHITECTURE.md, bottom first. A module may import modules of its own
 # layer or below; an import of a higher layer is "upward".
 LAYERS = [
+    ["ground"],
     ["context", "stack", "overflow"],
     ["coroutine"],
     ["sched"],

@@ -41,7 +41,7 @@
 
 use crate::context::boot::Job;
 use crate::context::switch::{Link, Transfer, resume, suspend};
-use crate::stack::{self, Header, Stack, pool};
+use crate::stack::{self, Stack, pool};
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
@@ -479,16 +479,15 @@ where
 ///
 /// # Safety
 ///
-/// `data` points at an `F` that the caller gives up; `header` is this stack's header.
-unsafe fn entry<F, I, Y, R>(data: *mut u8, header: *mut Header) -> usize
+/// `data` points at an `F` that the caller gives up; `link` is this stack's link.
+unsafe fn entry<F, I, Y, R>(data: *mut u8, link: *mut Link) -> usize
 where
     F: FnOnce(&Yielder<I, Y>, I) -> R,
 {
     // SAFETY: the builder handed us its `F` and forgets its copy.
     let f = unsafe { ptr::read(data.cast::<F>()) };
-    // SAFETY: `header` is our stack's; the builder resumed us through its link and waits.
-    let link = unsafe { &raw mut (*header).link };
-    // SAFETY: as above: back to the builder, then wait for the first resume (or a drop).
+    // SAFETY: `link` is our stack's; the builder resumed us through it and waits: back to the
+    // builder, then wait for the first resume (or a drop).
     let first = unsafe {
         suspend(
             link,
@@ -514,16 +513,15 @@ where
 ///
 /// # Safety
 ///
-/// `data` points at an `(F, I)` that the caller gives up; `header` is this stack's header.
-unsafe fn entry_started<F, I, Y, R>(data: *mut u8, header: *mut Header) -> usize
+/// `data` points at an `(F, I)` that the caller gives up; `link` is this stack's link.
+unsafe fn entry_started<F, I, Y, R>(data: *mut u8, link: *mut Link) -> usize
 where
     F: FnOnce(&Yielder<I, Y>, I) -> R,
 {
     // SAFETY: the starter handed us its `(F, I)` and forgets its copy.
     let (f, input) = unsafe { ptr::read(data.cast::<(F, I)>()) };
-    // SAFETY: `header` is our stack's; the starter resumed us through its link and waits.
-    let link = unsafe { &raw mut (*header).link };
-    // SAFETY: the link is ours; we end by suspending through it.
+    // SAFETY: the link is ours (the starter resumed us through it and waits); we end by
+    // suspending through it.
     unsafe { run_to_end(link, |yielder| Ok(f(yielder, input))) }
 }
 
@@ -566,7 +564,7 @@ unsafe fn run_to_end<I, Y, R>(link: *mut Link, body: impl FnOnce(&Yielder<I, Y>)
 /// Process-unique coroutine ids, handed to each thread in blocks to keep the counter cold.
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };

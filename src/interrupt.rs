@@ -25,6 +25,7 @@
 //! ([`bind_signal`](Interrupt::bind_signal)) makes the signal signal the interrupt, race-free:
 //! the handler only stores and writes, and the callback runs synchronously later.
 
+use crate::sched::worker::callbacks::Callback;
 use crate::sched::worker::{self, Shared};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -32,7 +33,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError, Weak};
 
-type Callback = Box<dyn FnMut(i32) + Send>;
+type UserCallback = Box<dyn FnMut(i32) + Send>;
 
 struct Inner {
     rt: Arc<Shared>,
@@ -40,7 +41,7 @@ struct Inner {
     /// The value of the last `signal` not yet handled (0: none).
     pending: AtomicI32,
     blocked: AtomicU32,
-    callback: Mutex<Callback>,
+    callback: Mutex<UserCallback>,
     /// The eventfd, once asked for (-1: none); `fd_enabled` gates writes to it.
     fd: AtomicI32,
     fd_enabled: AtomicBool,
@@ -54,20 +55,6 @@ struct Inner {
     /// How many times the callback panicked, and the message of the latest panic.
     panics: AtomicU64,
     last_panic: Mutex<Option<String>>,
-}
-
-/// A worker's registry of interrupts and whether any is pending.
-#[derive(Default)]
-pub(crate) struct Registry {
-    pending: AtomicBool,
-    list: Mutex<Vec<Weak<Inner>>>,
-}
-
-impl Registry {
-    /// Whether a callback of this worker is due.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::SeqCst)
-    }
 }
 
 /// An asynchronous interrupt bound to a worker; see the [module docs](self).
@@ -140,8 +127,8 @@ impl Interrupt {
             panics: AtomicU64::new(0),
             last_panic: Mutex::new(None),
         });
-        let registry = &local.rt.workers[local.index].interrupts;
-        crate::preempt::lock(&registry.list).push(Arc::downgrade(&inner));
+        let weak: Weak<dyn Callback> = Arc::downgrade(&inner) as Weak<Inner>;
+        local.rt.workers[local.index].interrupts.register(weak);
         Ok(Interrupt { inner })
     }
 
@@ -277,7 +264,7 @@ impl Interrupt {
     /// The message of the callback's latest panic, if it ever panicked (`"<non-string panic
     /// payload>"` when the payload was neither a `&str` nor a `String`).
     pub fn last_panic(&self) -> Option<String> {
-        crate::preempt::lock(&self.inner.last_panic).clone()
+        crate::ground::lock(&self.inner.last_panic).clone()
     }
 
     /// With hysteresis on, the bound signal's handler sets the signal to SIG_IGN and the
@@ -321,13 +308,13 @@ impl Inner {
     /// flag, and a wakeup if it sleeps. Async-signal-safe.
     fn raise(&self) {
         let w = &self.rt.workers[self.worker];
-        w.interrupts.pending.store(true, Ordering::SeqCst);
+        w.interrupts.mark_due();
         w.preempt.flag_users.fetch_add(1, Ordering::SeqCst);
         let flag = w.preempt.flag.load(Ordering::SeqCst);
         if !flag.is_null() {
             // SAFETY: the worker publishes its thread-local flags' address while it runs, and
             // before exiting clears it and waits until no user (counted above) remains.
-            unsafe { (*flag).fetch_or(crate::preempt::CALLBACKS, Ordering::AcqRel) };
+            unsafe { (*flag).fetch_or(crate::ground::CALLBACKS, Ordering::AcqRel) };
         }
         w.preempt.flag_users.fetch_sub(1, Ordering::SeqCst);
         w.wake_if_sleeping();
@@ -344,70 +331,58 @@ impl Drop for Inner {
     }
 }
 
-/// Runs the callbacks of this worker's pending interrupts; called at safe points and from the
-/// worker's loop.
-pub(crate) fn run_pending() {
-    let Some(local) = worker::local() else { return };
-    run_pending_on(&local.rt.workers[local.index].interrupts);
-}
-
-pub(crate) fn run_pending_on(registry: &Registry) {
-    if !registry.pending.swap(false, Ordering::AcqRel) {
-        return;
+impl Callback for Inner {
+    fn is_due(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
     }
-    let due: Vec<Arc<Inner>> = {
-        let mut list = crate::preempt::lock(&registry.list);
-        list.retain(|w| w.strong_count() > 0);
-        list.iter()
-            .filter_map(Weak::upgrade)
-            .filter(|i| i.pending.load(Ordering::Acquire) != 0)
-            .collect()
-    };
-    for (i, irq) in due.iter().enumerate() {
-        if irq.blocked.load(Ordering::Acquire) > 0 {
-            continue; // unblock raises it again
+
+    fn run_if_due(&self) -> Result<(), Box<dyn std::any::Any + Send>> {
+        if self.blocked.load(Ordering::Acquire) > 0 {
+            return Ok(()); // unblock raises it again
         }
-        let value = irq.pending.swap(0, Ordering::AcqRel);
+        let value = self.pending.swap(0, Ordering::AcqRel);
         if value == 0 {
-            continue;
+            return Ok(());
         }
-        if irq.autodrain.load(Ordering::Acquire) {
-            drain_fd(irq.fd.load(Ordering::Acquire));
+        if self.autodrain.load(Ordering::Acquire) {
+            drain_fd(self.fd.load(Ordering::Acquire));
         }
-        let sig = irq.bound_signal.load(Ordering::Acquire);
-        if sig > 0 && irq.hysteresis.load(Ordering::Acquire) {
+        let sig = self.bound_signal.load(Ordering::Acquire);
+        if sig > 0 && self.hysteresis.load(Ordering::Acquire) {
             let _ = install_signal_handler(sig);
         }
         // A callback that reaches a safe point of its own does not run itself again.
-        let mut cb = match irq.callback.try_lock() {
+        let mut cb = match self.callback.try_lock() {
             Ok(cb) => cb,
             // Panics are caught inside the lock, so it is never poisoned; if it were, the
             // callback is still whole (a `FnMut` box) and runs.
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                irq.pending.store(value, Ordering::Release);
-                continue;
+                self.pending.store(value, Ordering::Release);
+                return Ok(());
             }
         };
         if CONTAINMENT_OFF.load(Ordering::Relaxed) {
             // The tests' control: the old behaviour, the panic unwinds whoever ran the callback.
             cb(value);
-            continue;
+            return Ok(());
         }
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| cb(value)));
         drop(cb);
-        if let Err(payload) = outcome {
-            if payload.is::<crate::sched::park::Cancelled>() {
-                // Not the callback's panic: the interrupted coroutine was cancelled and the
-                // callback reached one of its safe points. The cancellation goes on; the
-                // interrupts not run yet stay due for the next safe point or the worker loop.
-                if let Some(next) = due.get(i + 1) {
-                    next.raise();
-                }
-                panic::resume_unwind(payload);
+        match outcome {
+            Ok(()) => Ok(()),
+            // Not the callback's panic: the interrupted coroutine was cancelled and the callback
+            // reached one of its safe points. The cancellation goes on.
+            Err(payload) if payload.is::<crate::sched::park::Cancelled>() => Err(payload),
+            Err(payload) => {
+                self.contain_panic(payload.as_ref());
+                Ok(())
             }
-            irq.contain_panic(payload.as_ref());
         }
+    }
+
+    fn raise(&self) {
+        Inner::raise(self);
     }
 }
 
@@ -435,7 +410,7 @@ impl Inner {
              the panic was contained and the interrupt keeps working",
             self.worker
         );
-        *crate::preempt::lock(&self.last_panic) = Some(message);
+        *crate::ground::lock(&self.last_panic) = Some(message);
     }
 }
 
@@ -473,7 +448,7 @@ fn check_bindable(sig: i32) -> io::Result<()> {
         Some("it reports a fault of the thread that raised it and cannot be handled later")
     } else if sig == crate::boot_signal() {
         Some("sigcoro uses it to create coroutine stacks")
-    } else if sig == crate::preempt::handler::preempt_signal() {
+    } else if sig == crate::ground::preempt_signal() {
         Some("sigcoro uses it for preemption")
     } else {
         None

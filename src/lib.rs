@@ -73,10 +73,10 @@ pub mod blocking;
 mod context;
 pub mod coroutine;
 pub mod fs;
+mod ground;
 pub mod interrupt;
 pub mod io;
 pub mod net;
-mod overflow;
 pub mod preempt;
 mod runtime;
 mod sched;
@@ -108,5 +108,5 @@ pub mod __test {
 /// Internals exposed for the benchmarks only; not part of the API.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::context::boot::reboot_one_for_bench;
+    pub use crate::stack::boot::reboot_one_for_bench;
 }

@@ -26,6 +26,8 @@ pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     timer: Option<std::thread::JoinHandle<()>>,
+    /// The hog reports the timer thread files.
+    hogs: Arc<crate::preempt::hog::HogLog>,
 }
 
 /// Sets up a [`Runtime`].
@@ -154,10 +156,12 @@ impl RuntimeBuilder {
             async_regions: slice.is_some() && crate::preempt::async_preemption().is_ok(),
             anywhere,
             report_hogs: self.report_hogs,
+            slice_and_grace: slice.map(crate::preempt::monitor::slice_and_grace),
         };
-        let mut shared = Shared::new(workers, stack_size, config)?;
+        let mut shared = Shared::new(workers, stack_size, config, crate::io::reactor::new_poller)?;
         shared.place_by_live = self.place_by_live;
         let shared = Arc::new(shared);
+        let hogs = Arc::new(crate::preempt::hog::HogLog::default());
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let rt = shared.clone();
@@ -171,6 +175,7 @@ impl RuntimeBuilder {
                         shared,
                         threads,
                         timer: None,
+                        hogs,
                     };
                     drop(partial);
                     return Err(io::Error::new(e.kind(), format!("starting worker thread {i}: {e}")));
@@ -180,10 +185,10 @@ impl RuntimeBuilder {
         let timer = match slice {
             None => None,
             Some(slice) => {
-                let rt = shared.clone();
+                let (rt, log) = (shared.clone(), hogs.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("{}-timer", self.name))
-                    .spawn(move || crate::preempt::monitor::run(rt, slice));
+                    .spawn(move || crate::preempt::monitor::run(rt, log, slice));
                 match spawned {
                     Ok(t) => Some(t),
                     Err(e) => {
@@ -191,6 +196,7 @@ impl RuntimeBuilder {
                             shared,
                             threads,
                             timer: None,
+                            hogs,
                         });
                         return Err(io::Error::new(
                             e.kind(),
@@ -200,7 +206,12 @@ impl RuntimeBuilder {
                 }
             }
         };
-        Ok(Runtime { shared, threads, timer })
+        Ok(Runtime {
+            shared,
+            threads,
+            timer,
+            hogs,
+        })
     }
 }
 
@@ -289,7 +300,7 @@ impl Runtime {
     /// safe point), oldest first; the runtime keeps the last 64. See
     /// [`preempt::hog`](crate::preempt::hog).
     pub fn hogs(&self) -> Vec<crate::preempt::HogReport> {
-        self.shared.hogs.snapshot()
+        self.hogs.snapshot()
     }
 
     fn stop(&mut self) -> ShutdownReport {

@@ -31,7 +31,6 @@
 //! anyway, not as deep as the trick left it (the kernel's frame is `AT_MINSIGSTKSZ` deep): a
 //! cloned stack touches one page and needs no pages returned after its birth.
 
-use crate::stack::Header;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 unsafe extern "C" {
@@ -42,7 +41,7 @@ unsafe extern "C" {
 /// Words of the trick's context, from its saved rsp up: the resume address only.
 const IMAGE_WORDS: usize = 1;
 
-/// Where a clone's context goes: this many bytes below its stack's `Header`.
+/// Where a clone's context goes: this many bytes below its stack's top (its `Header`).
 const CLONE_DEPTH: usize = 8 * IMAGE_WORDS;
 
 /// The hidden control: every birth goes through the trick.
@@ -78,15 +77,16 @@ impl Image {
         (words[0] == entry && !words.iter().copied().any(own)).then_some(Image { words })
     }
 
-    /// Writes this context onto the fresh stack whose header is `header`, relocated to just
-    /// below it, and returns the clone's saved rsp, for its `Link.ctx`.
+    /// Writes this context onto the fresh stack whose top (its `Link`, at the stack's header)
+    /// is `top`, relocated to just below it, and returns the clone's saved rsp, for its
+    /// `Link.ctx`.
     ///
     /// # Safety
     ///
-    /// `header` is the header of a fresh stack slot that we own, mapped and writable, whose
+    /// `top` is the top of a fresh stack that we own, mapped and writable below it, whose
     /// context has not been born yet.
-    pub(crate) unsafe fn stamp(&self, header: *mut Header) -> usize {
-        let ctx = header as usize - CLONE_DEPTH;
+    pub(crate) unsafe fn stamp(&self, top: usize) -> usize {
+        let ctx = top - CLONE_DEPTH;
         // SAFETY: the words just below the header lie in the owned, unused stack.
         unsafe { (ctx as *mut [usize; IMAGE_WORDS]).write(self.words) };
         ctx
@@ -122,7 +122,8 @@ pub fn birth_counts() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::HEADER_SIZE;
+    /// The bytes a stack's header takes at its top (as `stack::HEADER_SIZE`).
+    const HEADER_SIZE: usize = 128;
 
     /// A fake stack: 64 words, a context at word 8, a header-sized area at the top.
     fn fake(word: usize) -> (Vec<usize>, usize, usize, usize) {
@@ -159,10 +160,10 @@ mod tests {
         let entry = sigcoro_trampoline_start as *const () as usize;
         let image = Image { words: [entry] };
         let mut stack = vec![0usize; 32];
-        let header = stack.as_mut_ptr().wrapping_add(16).cast::<Header>();
-        // SAFETY: the words below `header` lie in `stack`; nothing is written at or above it.
-        let ctx = unsafe { image.stamp(header) };
-        assert_eq!(ctx, header as usize - CLONE_DEPTH);
+        let top = stack.as_mut_ptr().wrapping_add(16) as usize;
+        // SAFETY: the words below `top` lie in `stack`; nothing is written at or above it.
+        let ctx = unsafe { image.stamp(top) };
+        assert_eq!(ctx, top - CLONE_DEPTH);
         assert_eq!(stack[15], entry);
         assert!(stack[16..].iter().all(|&w| w == 0), "the header is left alone");
     }

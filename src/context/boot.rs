@@ -10,24 +10,19 @@
 //! 4. the previous alternate stack, action and mask are restored exactly (std keeps its overflow
 //!    handler's alternate stack there).
 //!
-//! Then, with signals back to normal, one resume enters the context: it moves to the top of the
-//! stack, calls [`trampoline_main`], and that loop switches straight back, idle, waiting for a
-//! job. The pages the kernel's frame dirtied are returned, so a booted idle stack costs one page.
+//! Then, with signals back to normal, one resume ([`enter`]) enters the context: it moves to
+//! the top of the stack, where the stack's `Link` is, calls [`trampoline_main`], and that loop
+//! switches straight back, idle, waiting for a [`Job`].
 //!
-//! New stacks come in batches ([`boot_stacks`]): only the first of a batch is born this way;
-//! the others start from a clone of the context the trick left on it (see [`super::birth`] for
-//! why that context, and not the frame parked after the first entry, is what can be cloned),
-//! and are entered once exactly like it.
+//! This layer knows stacks only as address ranges with a `Link` at the top; the stack layer
+//! (`stack::boot`) carves them, writes their headers, and boots them in batches: the first of a
+//! batch by the trick, the others from a clone of its context (see [`super::birth`]).
 
-use super::birth::{self, Image};
 use super::switch::{Link, Transfer, resume, suspend};
-use crate::overflow;
-use crate::stack::reserve;
-use crate::stack::{HEADER_SIZE, Header, Stack, page_size};
 use std::arch::global_asm;
 use std::io;
 use std::mem::MaybeUninit;
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
@@ -56,14 +51,15 @@ unsafe extern "C" {
     fn sigcoro_boot_handler(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void);
 }
 
-/// A job handed to an idle trampoline: `run(data, header)` runs one coroutine to its end.
+/// A job handed to an idle trampoline: `run(data, link)` runs one coroutine to its end on the
+/// stack whose `Link` is `link`.
 ///
 /// `run` must end by suspending with its outcome (it is then idle, with its frame alive for the
 /// resumer to read the outcome from) and, when resumed once more, return the value word of that
 /// resume: the next job.
 #[repr(C)]
 pub(crate) struct Job {
-    pub run: unsafe fn(data: *mut u8, header: *mut Header) -> usize,
+    pub run: unsafe fn(data: *mut u8, link: *mut Link) -> usize,
     pub data: *mut u8,
 }
 
@@ -71,17 +67,17 @@ pub(crate) struct Job {
 ///
 /// # Safety
 ///
-/// Entered only from `sigcoro_trampoline_start`, on the stack whose header is `header`.
-unsafe extern "C" fn trampoline_main(header: *mut Header) -> ! {
-    // SAFETY: we run on the stack `header` describes, entered through its link by the boot,
-    // which waits for us.
-    let mut job = unsafe { suspend(&raw mut (*header).link, Transfer { value: 0, tag: 0 }) }.value;
+/// Entered only from `sigcoro_trampoline_start`, on the stack whose `Link` (at the top of the
+/// stack, where the trampoline moved rsp) is `link`.
+unsafe extern "C" fn trampoline_main(link: *mut Link) -> ! {
+    // SAFETY: we run on the stack of `link`, entered through it by the boot, which waits for us.
+    let mut job = unsafe { suspend(link, Transfer { value: 0, tag: 0 }) }.value;
     loop {
         // SAFETY: whoever resumes an idle stack passes a `Job` that lives until `run` has
         // read it, and `run` is that job's own entry, made for `data`.
         job = unsafe {
             let Job { run, data } = ptr::read(job as *const Job);
-            run(data, header)
+            run(data, link)
         };
     }
 }
@@ -118,105 +114,38 @@ fn os_error(what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("booting a coroutine stack: {what} failed: {err}"))
 }
 
-/// Gives `n` fresh stacks of `stride` bytes their first context and appends them, idle, to
-/// `out`: the first by the signal-stack trick, the others from a clone of the context the trick
-/// left there (see [`birth`](super::birth)), unless the trick's image is refused or the hidden
-/// control sends every birth through the trick.
-pub(crate) fn boot_stacks(stride: usize, n: usize, out: &mut Vec<Stack>) -> io::Result<()> {
-    overflow::ensure_handler();
-    let slots = reserve::carve(stride, n)?;
-    let Some((first, rest)) = slots.split_first() else {
-        return Ok(());
-    };
-    if birth::trick_only() {
-        boot_slots(&slots, stride, out)?;
-        return Ok(());
-    }
-    match boot_slots(std::slice::from_ref(first), stride, out)? {
-        Some(image) => {
-            // How deep the trick-born stack parked: every clone must park exactly as deep,
-            // since its first entry ran the same instructions from the same state.
-            let parked = parked_depth(out.last().expect("the trick's stack").header());
-            for &slot in rest {
-                let header = (slot + stride - HEADER_SIZE) as *mut Header;
-                // SAFETY: the slot was just carved for us alone, guard installed, and its
-                // context is not born yet; the image is the trick's, captured before entry.
-                let ctx = unsafe {
-                    header.write(Header::new(stride));
-                    (*header).born_by_clone = true;
-                    image.stamp(header)
-                };
-                // SAFETY: `ctx` is the trick's context, cloned onto this fresh stack.
-                let stack = unsafe { enter(header, ctx) };
-                assert_eq!(
-                    parked_depth(stack.header()),
-                    parked,
-                    "a cloned stack parked unlike the trick-born one it was cloned from"
-                );
-                out.push(stack);
-            }
-            birth::count(0, rest.len());
-            Ok(())
-        }
-        None => boot_slots(rest, stride, out).map(drop),
-    }
-}
-
-/// Boots fresh slots (guards installed) by the trick and appends them, idle, to `out`. Returns
-/// the image of the first slot's context as the trick left it, if it may be cloned.
-fn boot_slots(slots: &[usize], stride: usize, out: &mut Vec<Stack>) -> io::Result<Option<Image>> {
-    let contexts = {
-        let _lock = BOOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: we hold the boot lock, and the slots were just carved for us alone.
-        unsafe {
-            with_boot_signal(|sig| {
-                slots
-                    .iter()
-                    .map(|&s| boot_one(sig, s, stride))
-                    .collect::<io::Result<Vec<_>>>()
-            })
-        }
-    };
-    let contexts = contexts?;
-    let mut image = None;
-    for (i, (&slot, &sp)) in slots.iter().zip(&contexts).enumerate() {
-        let header = (slot + stride - HEADER_SIZE) as *mut Header;
-        if i == 0 {
-            // SAFETY: `sp` is the context the handler published for this slot's stack, which
-            // nothing has resumed yet.
-            image = unsafe { Image::capture(sp, slot + page_size(), header as usize) };
-        }
-        // SAFETY: `sp` is the context the boot handler left on this slot's stack.
-        let stack = unsafe { enter(header, sp) };
-        // The kernel's signal frame dirtied pages the idle trampoline does not use.
-        reserve::release_cold_pages(&stack);
-        out.push(stack);
-    }
-    birth::count(slots.len(), 0);
-    Ok(image)
-}
-
-/// Bytes between an idle stack's saved context and its header.
-fn parked_depth(header: *mut Header) -> usize {
-    // SAFETY: the header of an idle stack we own is mapped; `ctx` is its saved rsp.
-    header as usize - unsafe { (*header).link.ctx }
-}
-
-/// Enters a newly born context once, so it parks idle in its trampoline loop, and returns the
-/// stack.
+/// Gives each fresh stack `low..top` of `stacks` its first context by the signal-stack trick
+/// and returns the contexts, in order; none has been entered yet (see [`enter`]).
 ///
 /// # Safety
 ///
-/// `header` is the written header of a fresh slot that we own, and `ctx` a context on its stack
-/// that resumes at `sigcoro_trampoline_start`: the one the boot handler left, or its clone.
-unsafe fn enter(header: *mut Header, ctx: usize) -> Stack {
+/// Each range is fresh, mapped stack memory that we own, with its `Link` written at `top`.
+pub(crate) unsafe fn born_by_trick(stacks: &[(usize, usize)]) -> io::Result<Vec<usize>> {
+    let _lock = BOOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: we hold the boot lock, and the ranges are ours (the contract).
+    unsafe {
+        with_boot_signal(|sig| {
+            stacks
+                .iter()
+                .map(|&(low, top)| boot_one(sig, low, top))
+                .collect::<io::Result<Vec<_>>>()
+        })
+    }
+}
+
+/// Enters a newly born context once, so it parks idle in its trampoline loop.
+///
+/// # Safety
+///
+/// `link` is the `Link` at the top of a fresh stack that we own, and `ctx` a context on that
+/// stack that resumes at `sigcoro_trampoline_start`: the one the boot handler left, or its
+/// clone.
+pub(crate) unsafe fn enter(link: *mut Link, ctx: usize) {
     // SAFETY: entering the context runs `sigcoro_trampoline_start`, which calls
     // `trampoline_main`, which switches back to us at once through `parent`.
     unsafe {
-        (*header).link.ctx = ctx;
-        resume(&raw mut (*header).link, Transfer { value: 0, tag: 0 });
-        // The stack is born and idle, and we own it.
-        Stack::from_header(NonNull::new_unchecked(header))
+        (*link).ctx = ctx;
+        resume(link, Transfer { value: 0, tag: 0 });
     }
 }
 
@@ -257,23 +186,20 @@ unsafe fn with_boot_signal<T>(f: impl FnOnce(libc::c_int) -> io::Result<T>) -> i
     }
 }
 
-/// Delivers the boot signal onto one slot's stack; returns the context the handler left there.
+/// Delivers the boot signal onto the stack `low..top`; returns the context the handler left
+/// there.
 ///
 /// # Safety
 ///
-/// Runs inside [`with_boot_signal`]; `slot` is a fresh slot of `stride` bytes that we own.
-unsafe fn boot_one(sig: libc::c_int, slot: usize, stride: usize) -> io::Result<usize> {
-    let low = slot + page_size();
-    let header = (slot + stride - HEADER_SIZE) as *mut Header;
-    // SAFETY: the header area is ours, mapped and writable.
-    unsafe { header.write(Header::new(stride)) };
+/// Runs inside [`with_boot_signal`]; `low..top` is fresh, mapped stack memory that we own.
+unsafe fn boot_one(sig: libc::c_int, low: usize, top: usize) -> io::Result<usize> {
     BOOT_LO.store(low, Ordering::Relaxed);
-    BOOT_HI.store(header as usize, Ordering::Relaxed);
+    BOOT_HI.store(top, Ordering::Relaxed);
     BOOT_SP.store(0, Ordering::Relaxed);
     let stack = libc::stack_t {
         ss_sp: low as *mut libc::c_void,
         ss_flags: 0,
-        ss_size: header as usize - low,
+        ss_size: top - low,
     };
     // SAFETY: plain libc calls; every signal but `sig` stays blocked, so only the boot handler
     // can run, on the stack we just installed.
@@ -300,19 +226,4 @@ unsafe fn boot_one(sig: libc::c_int, slot: usize, stride: usize) -> io::Result<u
         ))),
         sp => Ok(sp),
     }
-}
-
-/// Boots an idle stack of this thread's pool again, guard page included, exactly as a fresh
-/// one: what the `cold creation` benchmark measures without growing memory.
-#[doc(hidden)]
-pub fn reboot_one_for_bench(size: usize) -> io::Result<()> {
-    let size = crate::stack::validate_size(size)?;
-    let stack = crate::stack::pool::take(size)?;
-    let stride = stack.stride();
-    let slot = reserve::slot_base(stack.into_header().as_ptr() as usize, stride);
-    reserve::install_guard(slot)?;
-    let mut out = Vec::with_capacity(1);
-    boot_slots(&[slot], stride, &mut out)?;
-    out.into_iter().for_each(crate::stack::pool::give);
-    Ok(())
 }

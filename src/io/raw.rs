@@ -301,7 +301,9 @@ pub(crate) fn wait_fd(fd: RawFd, interest: u32, deadline: Option<Instant>) -> io
         && current_task().is_some()
     {
         let watching = Watching::new(fd, Wake::Unpark(current_unparker()));
-        return local.io.inner().raw_wait(fd, interest, deadline, &watching.watch);
+        return super::reactor::of(local)
+            .inner()
+            .raw_wait(fd, interest, deadline, &watching.watch);
     }
     let evfd = THREAD_EVENTFD.try_with(|e| e.clone()).ok().flatten();
     let events = if interest & libc::EPOLLIN as u32 != 0 {

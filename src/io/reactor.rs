@@ -25,7 +25,9 @@
 
 use super::raw::RawTable;
 use super::source::ScheduledIo;
-use crate::preempt::RuntimeGuard;
+use crate::ground::RuntimeGuard;
+use crate::sched::worker::Local;
+use crate::sched::worker::poller::Poller;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +96,35 @@ impl<T> Deref for Locked<'_, T> {
 impl<T> DerefMut for Locked<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
+    }
+}
+
+/// The worker's [`Poller`]: a reactor registering in `epoll` (the runtime hands this to the
+/// scheduler, which calls it as each worker starts).
+pub(crate) fn new_poller(epoll: RawFd) -> Box<dyn Poller> {
+    Box::new(Reactor::new(epoll))
+}
+
+/// The reactor of the worker `local` (the one [`new_poller`] made for it).
+pub(crate) fn of(local: &Local) -> &Reactor {
+    local
+        .io
+        .as_any()
+        .downcast_ref::<Reactor>()
+        .expect("a worker's poller is the reactor")
+}
+
+impl Poller for Reactor {
+    fn dispatch(&self, token: u64, events: u32) {
+        Reactor::dispatch(self, token, events);
+    }
+
+    fn has_waiters(&self) -> bool {
+        Reactor::has_waiters(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

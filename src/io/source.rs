@@ -293,7 +293,7 @@ impl Source {
             {
                 self.drained.store(0, Ordering::Relaxed);
                 self.io
-                    .wait_coroutine(self.fd, local.io.inner(), Dir::Read, seq, deadline)?;
+                    .wait_coroutine(self.fd, super::reactor::of(local).inner(), Dir::Read, seq, deadline)?;
                 continue;
             }
             match op() {
@@ -338,7 +338,8 @@ impl Source {
     pub(crate) fn wait(&self, dir: Dir, seq: u32, deadline: Option<Instant>) -> io::Result<()> {
         match worker::local() {
             Some(local) if current_task().is_some() => {
-                self.io.wait_coroutine(self.fd, local.io.inner(), dir, seq, deadline)
+                self.io
+                    .wait_coroutine(self.fd, super::reactor::of(local).inner(), dir, seq, deadline)
             }
             _ => poll_fd(self.fd, dir.poll_events(), deadline).map(drop),
         }

@@ -2,7 +2,7 @@
 //! the interrupted code is vouched safe.
 //!
 //! The signal comes from the timer thread, or from the worker's own alarm (see
-//! [`super::alarm`]; `si_code == SI_TIMER`), which also means "the slice is over, and a timer
+//! [`crate::sched::worker::alarm`]; `si_code == SI_TIMER`), which also means "the slice is over, and a timer
 //! may be due": the handler raises those flags itself. It is blocked in every worker's mask
 //! except inside [`preemptible`](super::preemptible) regions (see [`super::region`]), so in the
 //! default mode it is never delivered at all.
@@ -24,17 +24,13 @@
 //! coroutine's own stack and of the executable's unwind tables, and the switch.
 
 use super::unwind::{Regs, Verdict};
+use crate::ground::{DEADLINE, PREEMPT, preempt_signal};
 use crate::sched::task::Task;
 use crate::sched::worker;
 use std::io;
 use std::ptr;
 use std::sync::Once;
 use std::sync::atomic::{Ordering, compiler_fence};
-
-/// The preemption signal: `SIGRTMAX() - 2` (the boot signal is `SIGRTMAX() - 1`).
-pub(crate) fn preempt_signal() -> libc::c_int {
-    libc::SIGRTMAX() - 2
-}
 
 static INSTALL: Once = Once::new();
 
@@ -64,7 +60,7 @@ extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *m
         local.me().preempt.signal_sent_at.store(0, Ordering::Release);
     }
     // SAFETY: the kernel passes the signal's info to SA_SIGINFO handlers.
-    if unsafe { !super::alarm::from_alarm(info) } || alarm_wants_preemption() {
+    if unsafe { !crate::sched::worker::alarm::from_alarm(info) } || alarm_wants_preemption() {
         // SAFETY: the kernel passes the interrupted context for SA_SIGINFO handlers.
         unsafe { try_preempt(&*uctx.cast::<libc::ucontext_t>()) };
     }
@@ -77,11 +73,11 @@ extern "C" fn on_preempt(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *m
 /// coroutines, and a slice that lost CPU time to other threads goes on).
 fn alarm_wants_preemption() -> bool {
     let Some(local) = worker::local() else { return false };
-    if !local.alarm_fired() {
+    if !local.slices.alarm_fired(crate::sched::park::current_task()) {
         return false;
     }
     local.rt.stats.alarms.fetch_add(1, Ordering::Relaxed);
-    super::INTERRUPT.with(|f| f.fetch_or(super::DEADLINE | super::PREEMPT, Ordering::Relaxed));
+    crate::ground::raise_interrupt_flags(DEADLINE | PREEMPT);
     true
 }
 
@@ -96,8 +92,7 @@ const LONG_WALK: usize = 16 * 1024;
 /// Called only from the signal handler, with the interrupted context.
 unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     let Some(local) = worker::local() else { return };
-    // SAFETY: `current` is the task this worker runs; it stays alive while it runs.
-    let Some(task) = (unsafe { local.current.get().as_ref() }) else {
+    let Some(task) = crate::sched::park::current_task() else {
         return;
     };
     let anywhere = local.rt.preempt_anywhere;
@@ -105,7 +100,7 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
     if region == 0 && !anywhere {
         return; // a signal let in just as a region ended: the flag waits for a safe point
     }
-    if super::preempt_held_off(task) || task.in_handler.load(Ordering::Relaxed) {
+    if crate::ground::preempt_held_off(&task.header) || task.in_handler.load(Ordering::Relaxed) {
         return; // a safe point or the end of the no-preempt section takes the interrupt
     }
     if std::thread::panicking() {
@@ -123,13 +118,13 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         .last_pc_seq
         .store(watch.slice_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     // The tests' controls switch anywhere; everything else must pass the walk.
-    let walk_start = super::monitor::nanos_now_in_handler();
+    let walk_start = crate::ground::nanos_now_in_handler();
     // SAFETY: `regs` are the interrupted registers of this task's coroutine, on this thread.
     let vouched = anywhere || unsafe { vouched(task, regs, region) };
     // Whatever the verdict, the coroutine then runs four times as long as the walk took
     // before the next signal (a walk at the bottom of a deep stack, by an unoptimised walker,
     // can take longer than a slice: without this the coroutine would make no headway).
-    let walk_end = super::monitor::nanos_now_in_handler();
+    let walk_end = crate::ground::nanos_now_in_handler();
     let walk_ns = walk_end.saturating_sub(walk_start);
     watch.quiet_until.store(walk_end + 4 * walk_ns, Ordering::Relaxed);
     if !vouched {
@@ -138,26 +133,26 @@ unsafe fn try_preempt(uctx: &libc::ucontext_t) {
         if region.saturating_sub(regs.sp) > LONG_WALK || walk_ns > local.rt.slice_ns / 8 {
             watch.deep_refusal.store(true, Ordering::Relaxed);
         } else {
-            local.retry_preemption_soon(walk_ns);
+            local.slices.retry_soon(walk_ns);
         }
         task.stats.deferred.fetch_add(1, Ordering::Relaxed);
         task.rt.stats.deferred.fetch_add(1, Ordering::Relaxed);
         return;
     }
     // A safe point may have taken the flags since the signal was sent: then nothing to do.
-    let Some(action) = super::take_preemption(true) else {
+    let Some(action) = crate::sched::safepoint::take_preemption(true) else {
         return;
     };
     task.stats.asynchronous.fetch_add(1, Ordering::Relaxed);
     task.rt.stats.asynchronous.fetch_add(1, Ordering::Relaxed);
     task.in_handler.store(true, Ordering::Relaxed);
-    crate::preempt::off_inc(&task.preempt_off);
+    crate::ground::off_inc(&task.header.preempt_off);
     compiler_fence(Ordering::SeqCst);
     // SAFETY: we run on the task's own stack (the walk checked it) as that task; its yielder
     // lives in its entry frame. The worker leaves the signal blocked, as between coroutines.
     unsafe { (*task.yielder.get()).suspend(action) };
     compiler_fence(Ordering::SeqCst);
-    crate::preempt::off_dec(&task.preempt_off);
+    crate::ground::off_dec(&task.header.preempt_off);
     task.in_handler.store(false, Ordering::Relaxed);
 }
 

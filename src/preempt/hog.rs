@@ -12,20 +12,16 @@
 //! on stderr.
 //!
 //! The timer thread cannot look into the running task (it may end and be freed at any moment),
-//! so each worker copies who it runs into its `Ident` at every switch in: the id, the entry
+//! so each worker copies who it runs into its `Ident` (in the worker's watch) at every switch in: the id, the entry
 //! closure's type name and up to 48 bytes of the name. Plain stores, no pointer into
 //! the task; the reader checks that the id did not change while it read.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How many slices a coroutine runs without a safe point before it is reported as a hog.
 pub(crate) const HOG_SLICES: u64 = 2;
-
-/// How many bytes of a coroutine's name a report keeps.
-pub(crate) const NAME_BYTES: usize = 48;
 
 /// How many reports a runtime keeps (the oldest go first).
 const KEPT: usize = 64;
@@ -67,68 +63,6 @@ impl std::fmt::Display for HogReport {
             write!(f, "; last seen in {function}")?;
         }
         Ok(())
-    }
-}
-
-/// Who a worker runs now, copied at every switch in (see the module docs).
-#[derive(Default)]
-pub(crate) struct Ident {
-    /// The task's id; 0 while the other fields are being written.
-    id: AtomicU64,
-    /// `fn() -> &'static str` giving the entry closure's type name, as an address.
-    entry: AtomicUsize,
-    name_len: AtomicUsize,
-    name: [AtomicU64; NAME_BYTES / 8],
-}
-
-impl Ident {
-    /// Records who runs now (the worker thread only). Nothing is written when the same task
-    /// runs again.
-    #[inline]
-    pub(crate) fn publish(&self, id: u64, entry: fn() -> &'static str, name: Option<&str>) {
-        if self.id.load(Ordering::Relaxed) == id {
-            return;
-        }
-        self.publish_new(id, entry, name);
-    }
-
-    #[inline(never)]
-    fn publish_new(&self, id: u64, entry: fn() -> &'static str, name: Option<&str>) {
-        self.id.store(0, Ordering::Release);
-        self.entry.store(entry as usize, Ordering::Release);
-        let name = name.unwrap_or("").as_bytes();
-        let len = name.len().min(NAME_BYTES);
-        for (i, word) in self.name.iter().enumerate().take(len.div_ceil(8)) {
-            let mut bytes = [0u8; 8];
-            let chunk = &name[i * 8..len.min(i * 8 + 8)];
-            bytes[..chunk.len()].copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(bytes), Ordering::Release);
-        }
-        self.name_len.store(len, Ordering::Release);
-        self.id.store(id, Ordering::Release);
-    }
-
-    /// Reads who runs now (any thread): the id, the entry's type name and the name, or `None`
-    /// if the worker was switching meanwhile.
-    pub(crate) fn read(&self) -> Option<(u64, &'static str, Option<String>)> {
-        let id = self.id.load(Ordering::Acquire);
-        if id == 0 {
-            return None;
-        }
-        let entry = self.entry.load(Ordering::Acquire);
-        let len = self.name_len.load(Ordering::Acquire).min(NAME_BYTES);
-        let mut bytes = [0u8; NAME_BYTES];
-        for (i, word) in self.name.iter().enumerate().take(len.div_ceil(8)) {
-            bytes[i * 8..i * 8 + 8].copy_from_slice(&word.load(Ordering::Acquire).to_le_bytes());
-        }
-        if self.id.load(Ordering::Acquire) != id || entry == 0 {
-            return None;
-        }
-        // SAFETY: `entry` only ever holds an address stored from a `fn() -> &'static str` by
-        // `publish_new`, and it is not 0.
-        let entry: fn() -> &'static str = unsafe { std::mem::transmute::<usize, fn() -> &'static str>(entry) };
-        let name = (len > 0).then(|| String::from_utf8_lossy(&bytes[..len]).into_owned());
-        Some((id, entry(), name))
     }
 }
 

@@ -12,7 +12,7 @@
 //! refusals with deep stacks), and never while a signal it sent is still untaken. Such a
 //! CPU-bound coroutine thus runs about a slice and a half.
 //!
-//! From then on the worker's own alarm (see [`super::alarm`]) ends that coroutine's slices:
+//! From then on the worker's own alarm (see [`crate::sched::worker::alarm`]) ends that coroutine's slices:
 //! the timer thread only checks, a few slices after the alarm, that the slice did end, and
 //! takes over (flag, grace, signal) if it did not.
 //!
@@ -44,35 +44,15 @@
 //! not a grace period, since no signal can follow.
 //!
 //! With every worker idle it looks less and less often, down to every 10 ms, and a worker that
-//! gets work wakes it from such a nap (see [`Bell`]).
+//! gets work wakes it from such a nap (see the worker's `Bell`).
 
-use super::handler::preempt_signal;
-use super::hog::{HOG_SLICES, HogReport};
-use super::watch::{IDLE, IN_REGION, PreemptWatch};
-use super::{DEADLINE, PREEMPT};
+use super::hog::{HOG_SLICES, HogLog, HogReport};
+use crate::ground::{DEADLINE, PREEMPT, nanos, preempt_signal};
 use crate::sched::worker::Shared;
+use crate::sched::worker::watch::{IDLE, IN_REGION, PreemptWatch};
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Nanoseconds from a process-wide origin to `t` (at least 1, so 0 can mean "none").
-pub(crate) fn nanos(t: Instant) -> u64 {
-    let origin = *ORIGIN.get_or_init(|| Instant::now() - Duration::from_secs(1));
-    t.saturating_duration_since(origin).as_nanos().max(1) as u64
-}
-
-/// The origin of [`nanos`], set by its first call (the timer thread's, before any worker can
-/// be signalled).
-static ORIGIN: OnceLock<Instant> = OnceLock::new();
-
-/// [`nanos`] of now, for a signal handler: no lazy initialisation, only a load of the origin
-/// and a clock read (0 if the origin is not set yet). Async-signal-safe.
-pub(crate) fn nanos_now_in_handler() -> u64 {
-    ORIGIN.get().map_or(0, |o| {
-        Instant::now().saturating_duration_since(*o).as_nanos().max(1) as u64
-    })
-}
 
 /// How long a slice's coroutine has to take the flag at a safe point before it is signalled.
 fn grace(slice: u64) -> u64 {
@@ -123,6 +103,8 @@ struct WorkerView {
 /// The timer thread's view of time for one look, and the runtime's settings.
 struct Look<'a> {
     rt: &'a Shared,
+    /// Where hog reports go (the runtime reads them).
+    hogs: &'a HogLog,
     pid: libc::pid_t,
     now: u64,
     slice: u64,
@@ -136,46 +118,9 @@ struct Look<'a> {
     look: u64,
 }
 
-/// How a worker that leaves its idle loop wakes the timer thread from a nap longer than a
-/// slice, so that a coroutine that starts hogging right after a quiet spell is seen within its
-/// slices, not up to [`IDLE_LOOK`] later.
-///
-/// A Dekker handshake, both sides SeqCst: the worker lowers its `idle` flag, then reads
-/// `napping`; the timer thread raises `napping`, then reads every worker's `idle` flag. At
-/// least one of them sees the other's store, so either the worker rings or the timer thread
-/// does not nap. A ring costs a load while the timer thread is awake, and a futex wake-up
-/// otherwise.
-#[derive(Debug, Default)]
-pub(crate) struct Bell {
-    napping: AtomicBool,
-    thread: OnceLock<std::thread::Thread>,
-}
-
-impl Bell {
-    /// Called by a worker right after it lowered its `idle` flag.
-    pub(crate) fn ring(&self) {
-        if self.napping.load(Ordering::SeqCst)
-            && self.napping.swap(false, Ordering::SeqCst)
-            && let Some(t) = self.thread.get()
-        {
-            t.unpark();
-        }
-    }
-
-    /// Whether the timer thread may nap (every worker idle); if so `napping` stays raised.
-    fn may_nap(&self, rt: &Shared) -> bool {
-        self.napping.store(true, Ordering::SeqCst);
-        if rt.workers.iter().all(|w| w.is_idle()) {
-            return true;
-        }
-        self.napping.store(false, Ordering::SeqCst);
-        false
-    }
-}
-
 /// Runs until the runtime shuts down.
-pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
-    let _ = rt.timer_bell.thread.set(std::thread::current());
+pub(crate) fn run(rt: Arc<Shared>, hogs: Arc<HogLog>, slice: Duration) {
+    rt.timer_bell.set_thread(std::thread::current());
     // Wake on time rather than up to 50 us late (timer slack), and ask for a higher scheduling
     // weight (nice -10) so that on a machine whose cores the workers keep busy the kernel runs
     // this thread as soon as it wakes; without the privilege the call fails and nothing changes.
@@ -197,6 +142,7 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
     while !rt.timer_stop.load(Ordering::Acquire) {
         let look = Look {
             rt: &rt,
+            hogs: &hogs,
             pid,
             now: nanos(Instant::now()),
             slice,
@@ -224,7 +170,7 @@ pub(crate) fn run(rt: Arc<Shared>, slice: Duration) {
             // Parked, not asleep: shutdown unparks it, whatever the slice.
             std::thread::park_timeout(Duration::from_nanos(pause));
         }
-        rt.timer_bell.napping.store(false, Ordering::Relaxed);
+        rt.timer_bell.woke();
     }
 }
 
@@ -438,8 +384,7 @@ impl Look<'_> {
         if let Some((hog_seq, id)) = watch.hog
             && hog_seq == seq
         {
-            self.rt
-                .hogs
+            self.hogs
                 .update(watch.index, id, Duration::from_nanos(held), true, function);
             return;
         }
@@ -454,7 +399,7 @@ impl Look<'_> {
         // The unstarted tasks queued behind it cannot run there: another worker takes them.
         self.rt.offer_unstarted(watch.index);
         self.rt.stats.hogs.fetch_add(1, Ordering::Relaxed);
-        let report = self.rt.hogs.file(HogReport {
+        let report = self.hogs.file(HogReport {
             worker: watch.index,
             id,
             name,
@@ -474,7 +419,7 @@ impl Look<'_> {
     /// The reported hog's slice is over: its report says so.
     fn hog_over(&self, watch: &mut WorkerView) {
         if let Some((_, id)) = watch.hog.take() {
-            self.rt.hogs.update(watch.index, id, Duration::ZERO, false, None);
+            self.hogs.update(watch.index, id, Duration::ZERO, false, None);
         }
     }
 

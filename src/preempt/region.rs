@@ -13,12 +13,10 @@
 //! walks the interrupted coroutine's frames up to that one (see [`super::unwind`]) and
 //! switches only if every one of them runs vouched code.
 
-use super::watch::{IN_REGION, RUNNING};
 use crate::sched::park::current_task;
 use crate::sched::task::Task;
 use crate::sched::worker;
-use std::mem::MaybeUninit;
-use std::ptr;
+use crate::sched::worker::watch::{IN_REGION, RUNNING};
 use std::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 
 /// Runs `f` where the timer thread may preempt it asynchronously, at any instruction of Rust
@@ -102,12 +100,12 @@ pub unsafe fn preemptible<R>(f: impl FnOnce() -> R) -> R {
 /// Not inlined, so that the stack pointer read here is the one the call uses (LLVM keeps `rsp`
 /// fixed in a function body that has no dynamic allocation).
 #[inline(never)]
-fn enter(task: &Task, watch: &super::watch::PreemptWatch, f: &mut dyn FnMut()) {
+fn enter(task: &Task, watch: &crate::sched::worker::watch::PreemptWatch, f: &mut dyn FnMut()) {
     /// Leaves the region however `f` ends.
-    struct Leave<'a>(&'a Task, &'a super::watch::PreemptWatch);
+    struct Leave<'a>(&'a Task, &'a crate::sched::worker::watch::PreemptWatch);
     impl Drop for Leave<'_> {
         fn drop(&mut self) {
-            block();
+            crate::ground::block_preempt_signal();
             compiler_fence(Ordering::SeqCst);
             self.0.region_cfa.store(0, Ordering::Relaxed);
             self.1.running.store(RUNNING, Ordering::Relaxed);
@@ -120,7 +118,7 @@ fn enter(task: &Task, watch: &super::watch::PreemptWatch, f: &mut dyn FnMut()) {
     watch.running.store(IN_REGION, Ordering::Relaxed);
     let _leave = Leave(task, watch);
     compiler_fence(Ordering::SeqCst);
-    unblock();
+    crate::ground::unblock_preempt_signal();
     f();
 }
 
@@ -132,25 +130,4 @@ fn say_unavailable_once() {
             .unwrap_or("the runtime was built without it");
         eprintln!("sigcoro: preemptible regions run with safe-point preemption only: {why}");
     }
-}
-
-/// Blocks (`SIG_BLOCK`) or unblocks the preemption signal in this thread's mask.
-fn set_mask(how: libc::c_int) {
-    // SAFETY: plain libc calls on a local set.
-    unsafe {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), super::handler::preempt_signal());
-        libc::pthread_sigmask(how, set.as_ptr(), ptr::null_mut());
-    }
-}
-
-/// Blocks the preemption signal in this thread's mask: outside regions it stays pending.
-pub(crate) fn block() {
-    set_mask(libc::SIG_BLOCK);
-}
-
-/// Lets the preemption signal in: for a region, or (tests' controls) for a whole worker.
-pub(crate) fn unblock() {
-    set_mask(libc::SIG_UNBLOCK);
 }

@@ -142,7 +142,7 @@ impl Builder {
         // On one of this runtime's own workers, the task may be a kept record, the spawn is
         // counted by that worker alone, and the task queues there. None of that may be cut by
         // a preemption: another coroutine of this worker could spawn in between.
-        let _off = crate::preempt::RuntimeGuard::new();
+        let _off = crate::ground::RuntimeGuard::new();
         let here = worker::local().filter(|l| Arc::ptr_eq(&l.rt, rt));
         let task = super::recycle::new_task(
             here,
@@ -206,11 +206,11 @@ fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
     impl Drop for Reenter<'_> {
         fn drop(&mut self) {
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            crate::preempt::off_inc(&self.0.preempt_off);
+            crate::ground::off_inc(&self.0.header.preempt_off);
         }
     }
     let _reenter = Reenter(task);
-    crate::preempt::off_dec(&task.preempt_off);
+    crate::ground::off_dec(&task.header.preempt_off);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     f()
 }

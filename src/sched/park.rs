@@ -29,7 +29,6 @@
 //! (nothing can deadlock on time), and `blocking` waits for its helper thread the same way.
 
 use super::task::{Action, EMPTY, NOTIFIED, Task};
-use super::worker;
 use std::panic;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,10 +77,10 @@ pub(crate) struct Cancelled;
 /// The task running on this thread, if this thread is a worker inside a coroutine.
 #[inline]
 pub(crate) fn current_task() -> Option<&'static Task> {
-    let local = worker::local()?;
-    // SAFETY: `current` points at the task the worker is running, which it keeps alive (it holds
-    // an `Arc`) until the task suspends; only that task's own code calls this.
-    unsafe { local.current.get().as_ref() }
+    // SAFETY: the ground floor's `current` is set only by workers, to the header of the task
+    // they run, which they keep alive (they hold an `Arc`) until the task suspends; only that
+    // task's own code calls this.
+    unsafe { Task::from_header(crate::ground::current()).as_ref() }
 }
 
 /// An owning handle to the running task.
@@ -138,29 +137,29 @@ fn wait_uncancelled(task: &Task, action: Action) {
         return;
     }
     debug_assert_eq!(
-        crate::preempt::critical_depth(),
+        crate::ground::critical_depth(),
         0,
         "a coroutine waits in a critical section"
     );
     let yielder = task.yielder.get();
     // Hold preemption off across the switch itself (a task's suspend never unwinds, so no guard
     // object is needed, and we already have the task: no second thread-local lookup).
-    crate::preempt::off_inc(&task.preempt_off);
+    crate::ground::off_inc(&task.header.preempt_off);
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     // Inside a `preemptible` region the preemption signal is let in; the coroutines that run
     // meanwhile must not get it.
     let in_region = task.region_cfa.load(Ordering::Relaxed) != 0;
     if in_region {
-        crate::preempt::region::block();
+        crate::ground::block_preempt_signal();
     }
     // SAFETY: the yielder lives in the task's entry frame for the task's whole run, and we are
     // that task, running on its own stack.
     unsafe { (*yielder).suspend(action) };
     if in_region {
-        crate::preempt::region::unblock();
+        crate::ground::unblock_preempt_signal();
     }
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    crate::preempt::off_dec(&task.preempt_off);
+    crate::ground::off_dec(&task.header.preempt_off);
     // Only this task's worker touches the number: a plain load and store, no locked add.
     task.wait_seq
         .store(task.wait_seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

@@ -67,7 +67,7 @@ pub(crate) fn give_back(task: Arc<Task>) {
     if Arc::strong_count(&task) != 1 || !worker::local().is_some_and(|l| Arc::ptr_eq(&l.rt, &task.rt)) {
         return;
     }
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     // Pairs with the release decrements of the other holders, as `Arc`'s own drop does: their
     // last uses happened before what follows.
     std::sync::atomic::fence(Ordering::Acquire);
@@ -96,7 +96,7 @@ unsafe fn unique(task: &Arc<Task>) -> &mut Task {
 
 /// Empties this thread's list, and asks every worker to empty its own when it next idles.
 pub(crate) fn release_all() {
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     RELEASE_EPOCH.fetch_add(1, Ordering::Relaxed);
     release_if_asked();
 }
@@ -118,7 +118,7 @@ pub(crate) fn release_if_asked() {
 /// How many finished tasks this thread keeps.
 #[cfg(test)]
 pub(crate) fn kept() -> usize {
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     with_cache(|c| c.tasks.len()).unwrap_or(0)
 }
 

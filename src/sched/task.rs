@@ -18,7 +18,7 @@ use crate::coroutine::{Coroutine, Yielder};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub(crate) const EMPTY: u8 = 0;
@@ -92,9 +92,9 @@ pub(crate) struct Task {
     pub deadline: Cell<Option<Instant>>,
     /// The coroutine's yielder, set when it starts (running worker only).
     pub yielder: Cell<*const Yielder<(), Action>>,
-    /// No-preempt depth: user regions plus the runtime's own critical sections. Starts at 1
-    /// (runtime code) and drops to 0 only while user code runs.
-    pub preempt_off: AtomicU32,
+    /// What the layers below `sched` touch of the task (its no-preempt depth); the ground
+    /// floor's `current` points here while the task runs.
+    pub header: crate::ground::TaskHeader,
     /// Set while the coroutine is switched out from inside the preemption handler.
     pub in_handler: AtomicBool,
     /// Whether it last switched out by preemption (running worker only): it is likely to run
@@ -110,7 +110,7 @@ pub(crate) struct Task {
     pub stack_lo: AtomicUsize,
     pub stack_hi: AtomicUsize,
     /// How often this task was preempted.
-    pub stats: crate::preempt::TaskCounters,
+    pub stats: crate::sched::stats::TaskCounters,
     /// Its `coroutine_local!` values (running worker only), made on first use.
     pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
@@ -138,6 +138,26 @@ unsafe impl Send for Task {}
 unsafe impl Sync for Task {}
 
 impl Task {
+    /// The task whose header is at `header` (null for null).
+    ///
+    /// # Safety
+    ///
+    /// A non-null `header` must point at the `header` field of a `Task`.
+    #[inline(always)]
+    pub(crate) unsafe fn from_header(header: *const crate::ground::TaskHeader) -> *const Task {
+        if header.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: per the contract, `header` lies `offset_of!(Task, header)` bytes into a Task.
+        unsafe { header.byte_sub(std::mem::offset_of!(Task, header)).cast() }
+    }
+
+    /// This task's header, as the ground floor's `current` holds it while the task runs.
+    #[inline(always)]
+    pub(crate) fn header_ptr(self: &Arc<Task>) -> *const crate::ground::TaskHeader {
+        &self.header
+    }
+
     pub(crate) fn new(
         id: u64,
         name: Option<Box<str>>,
@@ -162,14 +182,14 @@ impl Task {
             join_state: AtomicU8::new(RUNNING),
             outcome: UnsafeCell::new(None),
             joiner: UnsafeCell::new(None),
-            preempt_off: AtomicU32::new(1),
+            header: crate::ground::TaskHeader::new(),
             in_handler: AtomicBool::new(false),
             preempted: Cell::new(false),
             region_cfa: AtomicUsize::new(0),
             entry: Cell::new(entry),
             stack_lo: AtomicUsize::new(0),
             stack_hi: AtomicUsize::new(0),
-            stats: crate::preempt::TaskCounters::default(),
+            stats: crate::sched::stats::TaskCounters::default(),
             locals: UnsafeCell::new(None),
             stack_size,
             stamp: AtomicU64::new(0),
@@ -202,7 +222,7 @@ impl Task {
             slot,
             deadline,
             yielder,
-            preempt_off,
+            header,
             in_handler,
             preempted,
             region_cfa,
@@ -230,7 +250,7 @@ impl Task {
         *slot.get_mut() = usize::MAX;
         deadline.set(None);
         yielder.set(std::ptr::null());
-        *preempt_off.get_mut() = 1;
+        *header.preempt_off.get_mut() = 1;
         *in_handler.get_mut() = false;
         preempted.set(false);
         *region_cfa.get_mut() = 0;

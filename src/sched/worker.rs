@@ -14,21 +14,24 @@
 use super::park::current_task;
 use super::task::{Task, UNSTARTED};
 use super::timers::{TimerKind, Timers};
-use crate::io::reactor::Reactor;
-use crate::preempt::watch::{IDLE, IN_REGION, RUNNING};
 use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) mod alarm;
+pub(crate) mod callbacks;
 mod fds;
 mod idle;
 mod inline;
+pub(crate) mod poller;
 mod settle;
+mod slice;
 mod steal;
+pub(crate) mod watch;
 
 pub(crate) use inline::run_if_unstarted_here;
 
@@ -52,6 +55,9 @@ pub(crate) struct PreemptConfig {
     pub anywhere: bool,
     /// Whether hog reports go to stderr too.
     pub report_hogs: bool,
+    /// How long after its start a slice that ignores its flag is signalled (the timer
+    /// thread's rule), when preemption is on.
+    pub slice_and_grace: Option<Duration>,
 }
 
 /// What every thread may see of one worker.
@@ -73,9 +79,9 @@ pub(crate) struct WorkerShared {
     spawned: AtomicUsize,
     ended: AtomicUsize,
     /// What the timer thread watches.
-    pub preempt: crate::preempt::watch::PreemptWatch,
+    pub preempt: watch::PreemptWatch,
     /// This worker's `Interrupt`s.
-    pub interrupts: crate::interrupt::Registry,
+    pub interrupts: callbacks::Callbacks,
 }
 
 /// The runtime's state shared by its workers, its handles and its tasks.
@@ -102,21 +108,28 @@ pub(crate) struct Shared {
     pub slice_alarm_ns: u64,
     /// Whether hog reports also go to stderr.
     pub report_hogs: bool,
-    /// The hogs seen so far.
-    pub hogs: crate::preempt::hog::HogLog,
     /// Tells the timer thread to stop (before the workers are).
     pub timer_stop: AtomicBool,
     /// Wakes the timer thread from a long nap when a worker gets work.
-    pub timer_bell: crate::preempt::monitor::Bell,
+    pub timer_bell: watch::Bell,
     /// Runtime-wide preemption counts.
-    pub stats: crate::preempt::Counters,
+    pub stats: crate::sched::stats::Counters,
+    /// Makes each worker's poller (the I/O layer's, handed in by the runtime).
+    new_poller: poller::NewPoller,
     /// Whether unstarted tasks start on the worker with the fewest live ones (`steal.rs`);
     /// off only in the tests' controls.
     pub place_by_live: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize, stack_size: usize, preempt: PreemptConfig) -> io::Result<Shared> {
+    pub(crate) fn new(
+        workers: usize,
+        stack_size: usize,
+        preempt: PreemptConfig,
+        new_poller: poller::NewPoller,
+    ) -> io::Result<Shared> {
+        // `stack::release_idle_memory` frees the task records workers keep, too.
+        crate::stack::pool::also_release(super::recycle::release_all);
         let workers = (0..workers).map(WorkerShared::new).collect::<io::Result<Vec<_>>>()?;
         Ok(Shared {
             workers: workers.into_boxed_slice(),
@@ -128,17 +141,15 @@ impl Shared {
             slice_ns: preempt.slice.map_or(0, |s| s.as_nanos() as u64),
             async_regions: preempt.slice.is_some() && preempt.async_regions,
             preempt_anywhere: preempt.slice.is_some() && preempt.anywhere,
-            slice_alarm_ns: match preempt.slice {
-                Some(slice) if preempt.async_regions || preempt.anywhere => {
-                    crate::preempt::monitor::slice_and_grace(slice).as_nanos() as u64
-                }
+            slice_alarm_ns: match preempt.slice_and_grace {
+                Some(alarm) if preempt.async_regions || preempt.anywhere => alarm.as_nanos() as u64,
                 _ => 0,
             },
             report_hogs: preempt.report_hogs,
-            hogs: Default::default(),
             timer_stop: AtomicBool::new(false),
             timer_bell: Default::default(),
-            stats: crate::preempt::Counters::default(),
+            stats: crate::sched::stats::Counters::default(),
+            new_poller,
             place_by_live: true,
         })
     }
@@ -219,7 +230,7 @@ impl WorkerShared {
             spawned: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             preempt: Default::default(),
-            interrupts: crate::interrupt::Registry::default(),
+            interrupts: callbacks::Callbacks::default(),
         })
     }
 
@@ -297,24 +308,16 @@ pub(crate) struct Local {
     /// the worker looks at its timers and remote queue once control is back in its loop (for
     /// nested joins in place, once the outermost joiner switches out).
     slice_over: Cell<bool>,
-    /// Whether the next slice is stamped with its start time for the timer thread: after a
-    /// preemption (CPU-bound coroutines live there), and first and after an idle spell (the timer
-    /// thread may have napped, and would count the slice from when it woke).
-    stamp_next_slice: Cell<bool>,
     /// Whether this worker spins before it sleeps: its last idle spell was ended by another
     /// thread, not by I/O (`idle.rs`).
     spin_pays: Cell<bool>,
-    /// When the running slice began, if it was stamped.
-    slice_start: Cell<Option<u64>>,
     /// Live tasks that have suspended here at least once, by slot; the free slots.
     registry: UnsafeCell<Registry>,
     timers: UnsafeCell<Timers>,
-    /// The task running now (null on the worker's own stack).
-    pub current: Cell<*const Task>,
-    /// File descriptors this worker's coroutines wait on.
-    pub io: Reactor,
-    /// Interrupts a CPU-bound coroutine when one of our timers is due (with preemption on).
-    alarm: Option<crate::preempt::alarm::Alarm>,
+    /// The I/O layer's waiters on this worker's epoll instance (`poller.rs`).
+    pub io: Box<dyn poller::Poller>,
+    /// Slice and alarm bookkeeping (`slice.rs`).
+    pub slices: slice::Slices,
 }
 
 thread_local! {
@@ -368,19 +371,24 @@ pub(crate) fn count_end(rt: &Arc<Shared>) {
     bump(&l.me().ended);
 }
 
+/// Runs the due callbacks of the calling worker (a safe point found its flag raised).
+pub(crate) fn run_pending_callbacks() {
+    if let Some(local) = local() {
+        local.me().interrupts.run_pending();
+    }
+}
+
 /// Adds one to a counter only this thread writes: no locked instruction.
 fn bump(counter: &AtomicUsize) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release);
 }
 
-/// Clears the calling worker's alarm (see [`crate::preempt::alarm`]), so that a system call
+/// Clears the calling worker's alarm (see [`alarm`]), so that a system call
 /// made on purpose on the worker thread is not interrupted by it.
 pub(crate) fn disarm_alarm() {
-    let _off = crate::preempt::RuntimeGuard::new();
-    if let Some(l) = local()
-        && let Some(alarm) = &l.alarm
-    {
-        alarm.disarm(&l.me().preempt);
+    let _off = crate::ground::RuntimeGuard::new();
+    if let Some(l) = local() {
+        l.slices.disarm(&l.me().preempt);
     }
 }
 
@@ -403,7 +411,7 @@ pub(crate) fn schedule_new(rt: &Shared, task: Arc<Task>) -> Result<(), Arc<Task>
 /// so wake-ups are served fast while CPU-bound coroutines queue at the back. Unstarted tasks
 /// never come here: spawns queue them (`Local::push_unstarted`, `schedule_new`).
 pub(crate) fn schedule(task: Arc<Task>) {
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     let owner = task.owner.load(Ordering::Acquire);
     debug_assert_ne!(owner, UNSTARTED, "only a task that has run is woken");
     if let Some(local) = local()
@@ -426,10 +434,8 @@ pub(crate) fn schedule(task: Arc<Task>) {
 impl Local {
     /// Runs one worker until shutdown, then unwinds what it still owns.
     pub(crate) fn run(index: usize, rt: Arc<Shared>) {
-        let io = Reactor::new(rt.workers[index].epoll.as_raw_fd());
-        let alarm = (rt.slice_alarm_ns != 0)
-            .then(|| crate::preempt::alarm::Alarm::for_this_thread(rt.slice_alarm_ns))
-            .flatten();
+        let io = (rt.new_poller)(rt.workers[index].epoll.as_raw_fd());
+        let slices = slice::Slices::new(rt.slice_ns, rt.slice_alarm_ns, rt.preempt_anywhere);
         let stealable = rt.workers.len() > 1;
         let local = Local {
             index,
@@ -443,69 +449,19 @@ impl Local {
             made_way: UnsafeCell::new(None),
             firing: Cell::new(false),
             slice_over: Cell::new(false),
-            stamp_next_slice: Cell::new(true),
             spin_pays: Cell::new(true),
-            slice_start: Cell::new(None),
             registry: UnsafeCell::new((Vec::new(), Vec::new())),
             timers: UnsafeCell::new(Timers::default()),
-            current: Cell::new(std::ptr::null()),
             io,
-            alarm,
+            slices,
         };
         LOCAL.with(|l| l.set(&local));
-        // The preemption signal is let in only inside regions (see `preempt::region`); the
-        // tests' controls let it in everywhere.
-        if local.rt.preempt_anywhere {
-            crate::preempt::region::unblock();
-        } else {
-            crate::preempt::region::block();
-        }
-        let watch = &local.rt.workers[index].preempt;
-        // SAFETY: gettid has no preconditions.
-        watch.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-        let mut clock: libc::clockid_t = 0;
-        // SAFETY: asks for this thread's CPU clock id into a local.
-        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
-            watch.cpu_clock.store(clock, Ordering::Relaxed);
-        }
-        let flag = crate::preempt::INTERRUPT.with(|f| f as *const AtomicU8 as *mut AtomicU8);
-        watch.flag.store(flag, Ordering::Release);
+        let watch = &local.me().preempt;
+        local.slices.publish_thread(watch);
         local.main_loop();
         local.shut_down();
-        watch.flag.store(std::ptr::null_mut(), Ordering::SeqCst);
-        while watch.flag_users.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
+        local.slices.withdraw_thread(watch);
         LOCAL.with(|l| l.set(std::ptr::null()));
-    }
-
-    /// From the preemption handler: this worker's alarm went off; whether the coroutine running
-    /// now is due to be switched out (never when none runs).
-    pub(crate) fn alarm_fired(&self) -> bool {
-        let Some(alarm) = &self.alarm else { return false };
-        alarm.went_off();
-        // SAFETY: `current` is the task this worker runs; it stays alive while it runs.
-        let Some(task) = (unsafe { self.current.get().as_ref() }) else {
-            return false;
-        };
-        if !alarm.fired() {
-            return false;
-        }
-        if crate::preempt::preempt_held_off(task) || task.in_handler.load(Ordering::Relaxed) {
-            // It cannot be switched out here: the runtime's own code around a switch, or a
-            // `no_preempt` region. The flags stay up for its next safe point, and the alarm
-            // goes off again a grace period later, for a coroutine that never reaches one.
-            alarm.again_after_grace();
-        }
-        true
-    }
-
-    /// From the preemption handler, after a short refused walk that took `walk_ns`: the
-    /// worker's alarm tries again soon (see `Alarm::retry_soon`).
-    pub(crate) fn retry_preemption_soon(&self, walk_ns: u64) {
-        if let Some(alarm) = &self.alarm {
-            alarm.retry_soon(walk_ns);
-        }
     }
 
     /// How many tasks wait in the run queue, besides the running one: a waiter that finds
@@ -587,7 +543,7 @@ impl Local {
             }
             self.take_remote();
             self.fire_timers();
-            crate::interrupt::run_pending_on(&self.me().interrupts);
+            self.me().interrupts.run_pending();
             if self.others_queued() > 1 {
                 // More than we can run at once: an idle worker may take the unstarted ones.
                 self.nudge_if_waiting();
@@ -612,56 +568,23 @@ impl Local {
     #[inline(always)]
     fn run_task(&self, task: Arc<Task>, new_slice: bool) -> bool {
         let watch = &self.me().preempt;
-        // A coroutine preempted last time is likely to run until interrupted again: its slice is
-        // stamped, and the worker's alarm covers its end (and our timers).
-        let hog = task.preempted.get();
-        if new_slice {
-            let stamped = watch.start_slice(self.stamp_next_slice.replace(false) || hog);
-            self.slice_start.set(stamped);
-            if !hog && let Some(alarm) = &self.alarm {
-                alarm.release(watch);
-            }
-            // A locked read-modify-write only when the bit is set: this runs at every handoff.
-            crate::preempt::INTERRUPT.with(|f| {
-                if f.load(Ordering::Relaxed) & crate::preempt::PREEMPT != 0 {
-                    f.fetch_and(!crate::preempt::PREEMPT, Ordering::Relaxed);
-                }
-            });
-        }
-        self.current.set(Arc::as_ptr(&task));
-        let in_region = task.region_cfa.load(Ordering::Relaxed) != 0;
-        watch
-            .running
-            .store(if in_region { IN_REGION } else { RUNNING }, Ordering::Relaxed);
-        if self.rt.slice_ns != 0 {
-            watch.ident.publish(task.id, task.entry.get(), task.name.as_deref());
-        }
+        self.slices.switch_in(watch, &task, new_slice);
+        crate::ground::set_current(task.header_ptr());
         let outcome = if task.owner.load(Ordering::Relaxed) == UNSTARTED {
-            match self.start(&task) {
-                Some(outcome) => outcome,
-                None => {
-                    watch.running.store(IDLE, Ordering::Relaxed);
-                    self.current.set(std::ptr::null());
-                    return false;
-                }
-            }
+            self.start(&task)
         } else {
-            if hog
-                && (in_region || self.rt.preempt_anywhere)
-                && let Some(alarm) = &self.alarm
-            {
-                let slice_end = self.slice_start.get().map(|start| start + self.rt.slice_alarm_ns);
-                let timer = self.timers().next_deadline().map(crate::preempt::monitor::nanos);
-                alarm.cover(watch, watch.slice_seq.load(Ordering::Relaxed), slice_end, timer);
-            }
+            self.slices.cover(watch, &task, || self.timers().next_deadline());
             // SAFETY: we dequeued the task, so we are the one worker that may run it.
             let co = unsafe { task.coroutine() };
-            co.as_mut().expect("a queued task has a coroutine").resume(())
+            Some(co.as_mut().expect("a queued task has a coroutine").resume(()))
         };
-        watch.running.store(IDLE, Ordering::Relaxed);
-        self.current.set(std::ptr::null());
-        // A task that a joiner ran in its place may have used up the slice.
-        self.settle(task, outcome) | self.slice_over.replace(false)
+        crate::ground::set_current(std::ptr::null());
+        self.slices.switch_out(watch);
+        match outcome {
+            // A task that a joiner ran in its place may have used up the slice.
+            Some(outcome) => self.settle(task, outcome) | self.slice_over.replace(false),
+            None => false, // no stack could be had: the task ended with that error
+        }
     }
 
     fn take_remote(&self) {
@@ -680,11 +603,7 @@ impl Local {
     }
 
     fn fire_timers(&self) {
-        crate::preempt::INTERRUPT.with(|f| {
-            if f.load(Ordering::Relaxed) & crate::preempt::DEADLINE != 0 {
-                f.fetch_and(!crate::preempt::DEADLINE, Ordering::Relaxed);
-            }
-        });
+        crate::ground::clear_interrupt_flags(crate::ground::DEADLINE);
         if self.timers().is_empty() {
             return;
         }
@@ -705,11 +624,8 @@ impl Local {
 
     /// Tells the timer thread when our earliest timer is due.
     fn publish_deadline(&self) {
-        let ns = self.timers().next_deadline().map_or(0, crate::preempt::monitor::nanos);
-        let slot = &self.me().preempt.deadline;
-        if slot.load(Ordering::Relaxed) != ns {
-            slot.store(ns, Ordering::Relaxed);
-        }
+        let deadline = self.timers().next_deadline();
+        self.slices.publish_deadline(&self.me().preempt, deadline);
     }
 
     /// After shutdown was asked: cancel every live task this worker owns and run them until

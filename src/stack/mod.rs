@@ -12,7 +12,9 @@
 //! `MADV_GUARD_INSTALL` (Linux 6.13+), which adds no kernel mapping, or from `mprotect` on older
 //! kernels. The header holds the two saved contexts and what an overflow report needs.
 
+pub(crate) mod boot;
 mod limits;
+pub(crate) mod overflow;
 pub(crate) mod pool;
 pub(crate) mod reserve;
 
@@ -205,7 +207,7 @@ pub(crate) fn stride_for(size: usize) -> usize {
 /// overflows would otherwise die as a bare "Segmentation fault". Not part of the API.
 #[doc(hidden)]
 pub fn disable_frame_push_reports_for_tests() {
-    crate::overflow::FRAME_PUSH_REPORTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+    overflow::FRAME_PUSH_REPORTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The tests' control for returned reservations: switches returning idle reservations off,

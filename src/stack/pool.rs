@@ -8,8 +8,8 @@
 //! stacks of its [`POOL_CLASSES`] most recently used sizes: those of a size it has not used
 //! for a while go back to the reserve too, which can then return whole reservations.
 
+use super::boot;
 use super::{Header, Stack, reserve, stride_for};
-use crate::context::boot;
 use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::ptr::NonNull;
@@ -64,7 +64,7 @@ impl Pool {
     fn refill(&mut self, stride: usize) -> io::Result<()> {
         // Adopted stacks were booted elsewhere: this thread still needs its fault handler and
         // an alternate signal stack for overflow reports.
-        crate::overflow::ensure_handler();
+        super::overflow::ensure_handler();
         let batch = ((self.stats.booted + self.stats.adopted) as usize / 8).clamp(1, MAX_BATCH);
         let mut got = Vec::with_capacity(batch);
         let adopted = reserve::take_idle(stride, MAX_ADOPT, &mut got);
@@ -127,7 +127,7 @@ fn set_spare(stack: Stack) {
 /// Runs `f` on this thread's pool, or returns `None` while the thread is being torn down.
 fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
     // A coroutine preempted inside would leave the pool borrowed for the next one.
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     // SAFETY: the pool is only reached through this function, and no function called with it
     // reaches back here (booting, the reserve and madvise never run coroutine code), so the
     // mutable borrow is unique.
@@ -140,7 +140,7 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
     let stride = stride_for(size);
     {
         // A coroutine preempted between the take and the count would let another one in.
-        let _off = crate::preempt::RuntimeGuard::new();
+        let _off = crate::ground::RuntimeGuard::new();
         if let Some(spare) = take_spare() {
             if spare.stride() == stride {
                 SPARE.with(|s| s.taken.set(s.taken.get() + 1));
@@ -174,7 +174,7 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 /// never change threads once started), and its first take made its pool, whose destructor
 /// hands the spare on when the thread exits.
 pub(crate) fn give(stack: Stack) {
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     if SPARE.with(|s| s.stack.get().is_none() && !s.pool_gone.get()) {
         set_spare(stack);
         return;
@@ -197,13 +197,25 @@ fn give_to_pool(stack: Stack) {
     }
 }
 
+/// What [`release_idle_memory`] frees besides stacks: the scheduler's kept task records,
+/// registered by the scheduler when a runtime is built (the stack layer does not know it).
+static ALSO_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers what [`release_idle_memory`] frees besides stacks (the first registration wins;
+/// there is one caller, the scheduler).
+pub(crate) fn also_release(release: fn()) {
+    let _ = ALSO_RELEASE.set(release);
+}
+
 /// Returns to the kernel the memory that idle stacks hold beyond what their parked contexts
 /// use: those of this thread's pool and those waiting in the process-wide reserve. The stacks
 /// stay booted; the next coroutines on them fault their pages back in. Also frees the records
 /// of finished coroutines that workers keep for reuse (this thread's at once, every other
 /// worker's when it next goes idle). Useful after a spike of coroutines.
 pub fn release_idle_memory() {
-    crate::sched::recycle::release_all();
+    if let Some(release) = ALSO_RELEASE.get() {
+        release();
+    }
     with_pool(|pool| {
         for (_, stacks) in &pool.classes {
             stacks.iter().for_each(reserve::release_cold_pages);

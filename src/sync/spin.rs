@@ -14,7 +14,7 @@ use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::preempt::Critical;
+use crate::ground::Critical;
 
 /// Spins this many times (with growing pauses) before a contended lock yields its thread.
 const SPIN_ROUNDS: u32 = 6;

@@ -130,8 +130,8 @@ pub(crate) fn unpark(u: Option<Unparker>) {
 /// Locks an internal std mutex, with preemption held off while it is held (a coroutine
 /// preempted holding it would block every coroutine of its worker that wants it). Internal
 /// critical sections run no user code, so poisoning carries no information and is ignored.
-pub(crate) fn lock<T>(m: &StdMutex<T>) -> crate::preempt::LockGuard<'_, T> {
-    crate::preempt::lock(m)
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> crate::ground::LockGuard<'_, T> {
+    crate::ground::lock(m)
 }
 
 /// The deadline `timeout` from now; `None` (wait forever) if it overflows `Instant`.

@@ -47,7 +47,7 @@ impl Local {
         self.rt.idlers.fetch_sub(1, Ordering::SeqCst);
         // (After `idle` went down: the timer thread's nap checks it, see `timer::Bell`.)
         self.rt.timer_bell.ring();
-        self.stamp_next_slice.set(true);
+        self.slices.stamp_next();
     }
 
     /// Spins briefly (if another thread ended the last idle spell), then sleeps, until work,

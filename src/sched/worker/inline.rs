@@ -34,9 +34,8 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
         return;
     }
     let Some(local) = local() else { return };
-    let joiner = local.current.get();
-    // SAFETY: `current` is the task running on this thread, the caller, which is alive.
-    let Some(joiner_task) = (unsafe { joiner.as_ref() }) else {
+    let joiner = crate::ground::current();
+    let Some(joiner_task) = crate::sched::park::current_task() else {
         return;
     };
     // A joiner inside a `preemptible` region has the preemption signal let in: the task it
@@ -50,20 +49,20 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     // The queue is the worker's: no other coroutine of it may run until we are done with it.
     // Whether the task is still unstarted is decided under this guard (`take_unstarted`): a
     // preemption since the look above may have let the worker start it.
-    let _off = crate::preempt::RuntimeGuard::new();
+    let _off = crate::ground::RuntimeGuard::new();
     let Some(task) = local.take_unstarted(task) else { return };
     // We are about to be busy with it: an idle worker may as well run what else waits here.
     local.nudge_if_waiting();
     let outcome = {
         /// Points `current` back at the joiner however the start ends.
-        struct Restore<'a>(&'a Local, *const Task);
-        impl Drop for Restore<'_> {
+        struct Restore(*const crate::ground::TaskHeader);
+        impl Drop for Restore {
             fn drop(&mut self) {
-                self.0.current.set(self.1);
+                crate::ground::set_current(self.0);
             }
         }
-        let _restore = Restore(local, joiner);
-        local.current.set(Arc::as_ptr(&task));
+        let _restore = Restore(joiner);
+        crate::ground::set_current(task.header_ptr());
         local.start(&task)
     };
     if let Some(outcome) = outcome

@@ -40,11 +40,11 @@ impl Local {
         match action {
             Action::Yield => self.push_back(task),
             Action::Preempted { signal, front } => {
-                self.stamp_next_slice.set(true);
+                self.slices.stamp_next();
                 if signal && self.rt.preempt_anywhere {
                     // The tests' controls run workers with the signal let in; a region's
                     // signal stays blocked between coroutines (see `preempt::region`).
-                    crate::preempt::region::unblock();
+                    crate::ground::unblock_preempt_signal();
                 }
                 if front {
                     if let Some(earlier) = self.made_way().replace(task) {

@@ -74,8 +74,8 @@
 //! that drain or fails), the owner's own spawns fail once it saw the flag, and a thief puts
 //! what it took into its own `fresh` or runs it: no task is left where nobody looks.
 
+use super::watch::IDLE;
 use super::{Local, Shared, Task, WorkerShared};
-use crate::preempt::watch::IDLE;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

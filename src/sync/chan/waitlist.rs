@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use crate::preempt::Critical;
+use crate::ground::Critical;
 use crate::sched::park::{Unparker, park_until, wait};
 use crate::sched::task::{Action, Task};
 use crate::sched::worker;
@@ -71,8 +71,7 @@ fn worth_spinning(local: &worker::Local) -> bool {
 #[inline(always)]
 pub(super) fn spinning_task() -> Option<&'static Task> {
     let local = worker::local()?;
-    // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
-    let task = unsafe { local.current.get().as_ref() }?;
+    let task = crate::sched::park::current_task()?;
     worth_spinning(local).then_some(task)
 }
 
@@ -195,8 +194,7 @@ impl<T> Node<T> {
     #[inline]
     pub(super) fn new(value: Option<T>) -> Self {
         let local = worker::local();
-        // SAFETY: `current` is the task this worker runs, the caller, alive while it runs.
-        let (who, state) = match local.and_then(|l| Some((l, unsafe { l.current.get().as_ref() }?))) {
+        let (who, state) = match local.and_then(|l| Some((l, crate::sched::park::current_task()?))) {
             Some((local, task)) => {
                 let state = if worth_spinning(local) { SPINNING } else { PARKED };
                 let who = Who::Task {

@@ -1,7 +1,7 @@
 //! A worker's own alarm clock, for the coroutines that run until something interrupts them.
 //!
 //! The timer thread finds a coroutine that ran past its slice and, if no safe point took the
-//! flag within the grace period, signals its worker (see [`super::monitor`]). Doing that for the
+//! flag within the grace period, signals its worker (see [`crate::preempt`]'s timer thread). Doing that for the
 //! same CPU-bound coroutine slice after slice costs a wake-up of the timer thread and a signal
 //! sent across CPUs each time, and the timer thread learns of a worker's new timers only at
 //! its next look. So a worker that resumes a coroutine that was preempted last time (one likely
@@ -9,7 +9,7 @@
 //! `SIGEV_THREAD_ID`) for the earlier of that slice's end (start + slice + grace) and the
 //! worker's earliest timer. The kernel then sends the preemption signal straight to the worker
 //! thread, on its own CPU, with `si_code == SI_TIMER`; the handler raises the
-//! [`PREEMPT`](super::PREEMPT) and [`DEADLINE`](super::DEADLINE) flags itself, and the slice ends
+//! [`PREEMPT`](crate::ground::PREEMPT) and [`DEADLINE`](crate::ground::DEADLINE) flags itself, and the slice ends
 //! there (a timer that fires ends the slice: the woken coroutines run, then the next in line).
 //!
 //! It costs one `timer_settime` per slice of a CPU-bound coroutine and per new earliest timer
@@ -28,7 +28,7 @@ use std::time::Instant;
 /// suffice: they only keep the compiler from tearing or caching what the handler may see).
 pub(crate) struct Alarm {
     id: libc::timer_t,
-    /// What it is set for (in [`super::monitor::nanos`]; 0: nothing or unknown).
+    /// What it is set for (in [`crate::ground::nanos`]; 0: nothing or unknown).
     armed: AtomicU64,
     /// Whether that is the end of a slice rather than a timer: the slice end should not outlive
     /// the coroutine it was set for, and is measured in CPU time (see [`Alarm::fired`]).
@@ -59,7 +59,7 @@ impl Alarm {
         unsafe {
             let mut ev: libc::sigevent = std::mem::zeroed();
             ev.sigev_notify = libc::SIGEV_THREAD_ID;
-            ev.sigev_signo = super::handler::preempt_signal();
+            ev.sigev_signo = crate::ground::preempt_signal();
             ev.sigev_notify_thread_id = libc::gettid();
             let mut id: libc::timer_t = std::ptr::null_mut();
             (libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) == 0).then_some(Alarm {
@@ -95,7 +95,7 @@ impl Alarm {
         self.timer_pending.store(timer.is_some(), Ordering::Relaxed);
         // Not before the quiet time the handler set after a slow refused walk (see
         // `PreemptWatch::quiet_until`): the coroutine must run between walks.
-        let now = super::monitor::nanos(Instant::now());
+        let now = crate::ground::nanos(Instant::now());
         let quiet = watch.quiet_until.load(Ordering::Relaxed).saturating_sub(now);
         if self.armed.load(Ordering::Relaxed) != target || quiet > 0 {
             let wait = target.saturating_sub(now).max(1).max(quiet);

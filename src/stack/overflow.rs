@@ -14,7 +14,7 @@
 //! Everything the handler does is async-signal-safe: atomics, arithmetic, a buffer on its own
 //! stack, `write`, `sigaction` and `abort`.
 
-use crate::stack::reserve;
+use super::reserve;
 use memmap2::{MmapMut, MmapOptions};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -62,7 +62,7 @@ fn install(sig: libc::c_int, prev: &OnceLock<libc::sigaction>) {
         // The preemption signal must not land while the report is written or the process
         // aborts: its handler would walk the alternate stack as if it were the coroutine's,
         // and a fault there, with SIGSEGV blocked, kills the process with a bare SIGSEGV.
-        libc::sigaddset(&mut action.sa_mask, crate::preempt::handler::preempt_signal());
+        libc::sigaddset(&mut action.sa_mask, crate::ground::preempt_signal());
         libc::sigaction(sig, &action, ptr::null_mut());
     }
 }
@@ -86,7 +86,7 @@ impl AltStack {
         if current.ss_flags & libc::SS_DISABLE == 0 {
             return AltStack(None);
         }
-        let size = crate::stack::min_stack_size() + 64 * 1024;
+        let size = super::min_stack_size() + 64 * 1024;
         let Ok(map) = MmapOptions::new().len(size).stack().map_anon() else {
             return AltStack(None);
         };
@@ -183,10 +183,7 @@ pub(crate) static FRAME_PUSH_REPORTS_OFF: AtomicBool = AtomicBool::new(false);
 /// # Safety
 ///
 /// `info` and `uctx` are what the kernel passed to an `SA_SIGINFO` handler.
-unsafe fn frame_push_failed(
-    info: *const libc::siginfo_t,
-    uctx: *const libc::c_void,
-) -> Option<*const crate::stack::Header> {
+unsafe fn frame_push_failed(info: *const libc::siginfo_t, uctx: *const libc::c_void) -> Option<*const super::Header> {
     // SAFETY: per the contract.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     if code != libc::SI_KERNEL || addr != 0 || uctx.is_null() || FRAME_PUSH_REPORTS_OFF.load(Ordering::Relaxed) {
@@ -247,7 +244,7 @@ impl Msg {
 }
 
 /// Writes the overflow report for the coroutine whose stack header is given.
-fn report(header: &crate::stack::Header) {
+fn report(header: &super::Header) {
     let mut m = Msg { buf: [0; 256], len: 0 };
     m.push(b"\nsigcoro: coroutine ");
     let name = header.name_bytes();
