@@ -28,26 +28,27 @@
 //!
 //! ## Modules, bottom layer first
 //!
-//! A module builds on the layers below it. `ARCHITECTURE.md` in the repository gives the rule
-//! of who may import whom and the places where today's code still breaks it. Modules without a
-//! link are private; what they offer is re-exported at the crate root.
+//! A module imports only modules of its own layer or below; `ARCHITECTURE.md` in the
+//! repository gives the rule, how the code keeps it, and how one spawn and one preemption go
+//! from the API to the switch. Modules without a link are private; what they offer is
+//! re-exported at the crate root.
 //!
 //! | layer | module | owns |
 //! | --- | --- | --- |
+//! | 0 | `ground` | the state every layer needs: the running task's header, the interrupt flags, the no-preempt depths and guards, the one internal lock, the preemption signal |
 //! | 1 | `context` | a fresh stack's first context (the signal-stack trick) and the switch; [`boot_signal`], [`set_boot_signal`] |
-//! | 1 | [`stack`] | stacks: sizes, guard pages, the reservations they are carved from, the per-thread pool, statistics, [`stack::release_idle_memory`] |
-//! | 1 | `overflow` | the SIGSEGV/SIGBUS handler that reports a coroutine's stack overflow and passes every other fault on |
+//! | 1 | [`stack`] | stacks: sizes, guard pages, the reservations they are carved from, batch booting, the per-thread pool, the overflow report, statistics, [`stack::release_idle_memory`] |
 //! | 2 | [`coroutine`] | asymmetric coroutines on pooled stacks, usable without a scheduler: [`coroutine::Coroutine`], [`coroutine::Yielder`] |
-//! | 3 | `sched` | green threads: workers' run queues, tasks, [`spawn`] and [`JoinHandle`], parking, sleeping and timers, [`scope`], [`coroutine_local!`] |
-//! | 4 | [`preempt`] | preemption: the timer thread, the interrupt flag, safe points ([`checkpoint`]), [`no_preempt`] regions, hog reports, and the opt-in asynchronous regions ([`preemptible`]: the signal handler, the `.eh_frame` walk, worker alarms) |
-//! | 5 | [`io`] | each worker's epoll reactor, and waits on raw descriptors ([`io::wait_readable`], [`io::close`]) |
+//! | 3 | `sched` | green threads: [`spawn`], [`Builder`], [`JoinHandle`], [`current`] (`green`), the harness that starts and finishes tasks, task state, workers (loop, queues, slices, alarm, callbacks, poller), safe points ([`checkpoint`]), parking, sleeping, timers, [`scope`], [`coroutine_local!`] |
+//! | 4 | [`preempt`] | preemption: the timer thread, hog reports, [`no_preempt`] regions, and the opt-in asynchronous regions ([`preemptible`]: the signal handler, the `.eh_frame` walk) |
+//! | 5 | [`io`] | the reactor each worker polls, and waits on raw descriptors ([`io::wait_readable`], [`io::close`]) |
 //! | 6 | [`interrupt`] | [`Interrupt`]: notifications from any thread or signal handler, run at the owning worker's next safe point |
 //! | 6 | [`sync`] | channels, [`select!`], and locks and the like that park coroutines, not threads |
 //! | 6 | [`net`] | TCP, UDP and Unix sockets with std's shapes, parking on `EAGAIN` |
 //! | 6 | [`blocking`](mod@blocking) | [`blocking()`]: foreign work on helper threads while the worker runs other coroutines |
 //! | 6 | [`fs`] | whole-file reads and writes through [`blocking()`] |
 //! | 6 | [`signal`] | POSIX signals received as messages ([`signal::Signals`], [`signal::ctrl_c`]) |
-//! | 7 | `runtime` | [`Runtime`] and its builder, the worker threads, [`Runtime::block_on`], shutdown, [`run`] |
+//! | 7 | `runtime` | [`Runtime`] and its builder, the worker threads, [`Runtime::block_on`], shutdown, [`run`]; wires the reactor into the workers |
 //!
 //! ## What the runtime uses of the process
 //!

@@ -193,6 +193,13 @@ fn thread_rng_is_sound_by_default() {
     sound::expect_sound(TEST);
 }
 
+/// Preempted anywhere, the workload breaks in one of two ways: a coroutine switched out in the
+/// middle of a draw leaves the shared generator's buffer half consumed and another repeats its
+/// values, or one switched out inside `malloc` (its first `Vec` growth) holding the thread's
+/// arena lock leaves the next allocation on that worker waiting for ever, before any step
+/// (seen with gdb: the worker blocked in `__lll_lock_wait_private` under `malloc`). The default
+/// mode's twin above runs the same workload to its end, so a stall with no step is not the
+/// machine's load.
 #[test]
 fn control_thread_rng_repeats_values_when_preempted_anywhere() {
     const TEST: &str = "control_thread_rng_repeats_values_when_preempted_anywhere";
@@ -200,7 +207,9 @@ fn control_thread_rng_repeats_values_when_preempted_anywhere() {
         return thread_rng(mode);
     }
     sound::expect_unsound(TEST, 3, |out| {
-        out.verdict() == Verdict::WrongResult && out.result("repeats").is_some_and(|n| n > 0)
+        let repeats = out.verdict() == Verdict::WrongResult && out.result("repeats").is_some_and(|n| n > 0);
+        let stuck_at_setup = out.verdict() == Verdict::Hung && out.stderr.contains("(0 steps done)");
+        repeats || stuck_at_setup
     });
 }
 

@@ -1,14 +1,13 @@
 //! The std::thread-shaped API: spawn, join, yield, sleep, park, the current coroutine.
 
-use super::park::{self, Cancelled, check_cancelled, current_task, current_task_arc, wait};
+use super::park::{self, check_cancelled, current_task, current_task_arc, wait};
 use super::task::{Action, Body, JoinErrorKind, Task};
 use super::worker::{self, Shared};
-use crate::coroutine::{self, Yielder};
+use crate::coroutine;
 use std::any::Any;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -137,7 +136,7 @@ impl Builder {
             Some(size) => crate::stack::validate_size(size)?,
             None => rt.stack_size,
         };
-        let body: Body = Box::new(move || run_task_body(f));
+        let body: Body = Box::new(move || super::harness::run_task_body(f));
         let name = self.name.map(String::into_boxed_str);
         // On one of this runtime's own workers, the task may be a kept record, the spawn is
         // counted by that worker alone, and the task queues there. None of that may be cut by
@@ -169,82 +168,6 @@ impl Builder {
             task,
             _marker: PhantomData,
         })
-    }
-}
-
-/// A task's whole life on its coroutine: run `f`, catch how it ended, hand that to the joiner.
-fn run_task_body<F, T>(f: F)
-where
-    F: FnOnce() -> T,
-    T: Send + 'static,
-{
-    let task = current_task().expect("a task runs on its worker");
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| call_user(task, f)));
-    // Coroutine-local values are dropped here, on the coroutine's own stack; a panicking
-    // destructor among them counts as the coroutine's panic.
-    // SAFETY: only the running task touches its locals.
-    let locals = std::mem::take(unsafe { &mut *task.locals.get() });
-    let outcome = match (outcome, panic::catch_unwind(AssertUnwindSafe(move || drop(locals)))) {
-        (Ok(_), Err(p)) => Err(p),
-        (outcome, _) => outcome,
-    };
-    let result = match outcome {
-        _ if task.unwound.load(Ordering::Acquire) => Err(JoinErrorKind::Cancelled),
-        Ok(v) => Ok(super::value::Value::new(v)),
-        Err(p) if p.is::<Cancelled>() => Err(JoinErrorKind::Cancelled),
-        Err(p) => Err(JoinErrorKind::Panic(p)),
-    };
-    finish(task, result);
-}
-
-/// Runs the user's closure with preemption allowed: the task's no-preempt depth drops from the
-/// runtime's 1 to 0 while it runs, and comes back however it ends.
-#[inline(always)]
-fn call_user<F: FnOnce() -> T, T>(task: &Task, f: F) -> T {
-    /// Holds preemption off again when user code ends, by return or by unwinding.
-    struct Reenter<'a>(&'a Task);
-    impl Drop for Reenter<'_> {
-        fn drop(&mut self) {
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            crate::ground::off_inc(&self.0.header.preempt_off);
-        }
-    }
-    let _reenter = Reenter(task);
-    crate::ground::off_dec(&task.header.preempt_off);
-    std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    f()
-}
-
-/// Delivers a task's outcome and wakes its joiner.
-pub(crate) fn finish(task: &Task, result: super::task::Outcome) {
-    worker::count_end(&task.rt);
-    task.deliver(result);
-}
-
-/// Starts a task's coroutine on its first run and runs it until it first suspends: the stack
-/// comes from the running worker's pool, and `on_stack` (the worker's bookkeeping) runs once the
-/// stack is there, before the task does. On failure (no stack could be had) the task ends with
-/// that error as its panic, and `None` comes back.
-#[inline(always)]
-pub(crate) fn start_coroutine(task: &Task, on_stack: impl FnOnce()) -> Option<coroutine::Started<(), Action, ()>> {
-    // SAFETY: the caller is the worker running the task.
-    let body = unsafe { task.body().take() }.expect("an unstarted task has its body");
-    let entry = move |y: &Yielder<(), Action>, ()| {
-        current_task().expect("a task runs on its worker").yielder.set(y);
-        body()
-    };
-    let started = coroutine::start_checked(task.id, task.name.as_deref(), task.stack_size, entry, (), |lo, hi| {
-        task.stack_lo.store(lo, Ordering::Relaxed);
-        task.stack_hi.store(hi, Ordering::Relaxed);
-        on_stack();
-    });
-    match started {
-        Ok(started) => Some(started),
-        Err(e) => {
-            let msg = format!("sigcoro: cannot start coroutine {}: {e}", task.id);
-            finish(task, Err(JoinErrorKind::Panic(Box::new(msg))));
-            None
-        }
     }
 }
 

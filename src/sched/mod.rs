@@ -2,6 +2,7 @@
 
 pub(crate) mod coroutine_local;
 pub(crate) mod green;
+pub(crate) mod harness;
 pub(crate) mod park;
 pub(crate) mod recycle;
 pub(crate) mod safepoint;

@@ -28,7 +28,7 @@
 //! coroutine already ended) returns as usual. `sleep` blocks the worker thread instead
 //! (nothing can deadlock on time), and `blocking` waits for its helper thread the same way.
 
-use super::task::{Action, EMPTY, NOTIFIED, Task};
+use super::task::{Action, Task};
 use std::panic;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,7 +104,7 @@ pub(crate) fn current_unparker() -> Unparker {
 /// Unwinds the running coroutine if it was cancelled, unless it is already unwinding.
 #[inline]
 pub(crate) fn check_cancelled(task: &Task) {
-    if task.cancelled.load(Ordering::Acquire) {
+    if task.state.is_cancelled() {
         start_cancel_unwind();
     }
 }
@@ -114,7 +114,7 @@ pub(crate) fn check_cancelled(task: &Task) {
 fn start_cancel_unwind() {
     let task = current_task().expect("only a task is cancelled");
     if !std::thread::panicking() {
-        task.unwound.store(true, Ordering::Release);
+        task.state.mark_unwound();
         panic::resume_unwind(Box::new(Cancelled));
     }
 }
@@ -193,13 +193,14 @@ pub(crate) fn park_until(deadline: Option<Instant>, what: &str) {
         refuse_wait_while_unwinding(task, what);
     }
     task.deadline.set(deadline);
+    // The wake consumes the token (`State::unpark`, or the worker's `State::park` that found
+    // one): nothing to clear here.
     wait(
         task,
         Action::Park {
             timed: deadline.is_some(),
         },
     );
-    task.park.store(EMPTY, Ordering::Release);
 }
 
 /// Parks like [`park_until`] with no deadline, but is no cancellation point: for a wait that
@@ -217,18 +218,12 @@ pub(crate) fn park_uncancelled(what: &str) {
         refuse_wait_while_unwinding(task, what);
     }
     wait_uncancelled(task, Action::Park { timed: false });
-    task.park.store(EMPTY, Ordering::Release);
 }
 
-/// Consumes the task's park token if it is set. A plain load first: the locked exchange only
-/// when a token is there to take.
+/// Consumes the task's park token if it is set.
 #[inline(always)]
 fn take_token(task: &Task) -> bool {
-    task.park.load(Ordering::Relaxed) == NOTIFIED
-        && task
-            .park
-            .compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+    task.state.take_token()
 }
 
 /// Set by [`spin_while_unwinding_for_tests`].

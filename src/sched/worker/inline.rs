@@ -22,7 +22,7 @@
 //! signal the task must not get), or outside a coroutine.
 
 use super::{Local, local};
-use crate::sched::task::{Task, UNSTARTED};
+use crate::sched::task::Task;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 /// worker queue, runs it now, in the caller's place, until it ends or first suspends.
 pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     // A plain look first, for the common case of a task that has started or ended.
-    if task.owner.load(Ordering::Relaxed) != UNSTARTED {
+    if !task.state.is_unstarted() {
         return;
     }
     let Some(local) = local() else { return };
@@ -40,7 +40,7 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
     };
     // A joiner inside a `preemptible` region has the preemption signal let in: the task it
     // would run in its place must not get it, so it waits as usual.
-    if joiner_task.cancelled.load(Ordering::Acquire)
+    if joiner_task.state.is_cancelled()
         || std::thread::panicking()
         || joiner_task.region_cfa.load(Ordering::Relaxed) != 0
     {
@@ -76,7 +76,7 @@ impl Local {
     /// Takes `task` out of the run queue (the stealable queue, with other workers) if it has
     /// not started and is at either end. The caller holds preemption off.
     fn take_unstarted(&self, task: &Arc<Task>) -> Option<Arc<Task>> {
-        if task.owner.load(Ordering::Relaxed) != UNSTARTED {
+        if !task.state.is_unstarted() {
             return None;
         }
         if self.stealable {

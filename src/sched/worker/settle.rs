@@ -4,7 +4,7 @@
 
 use super::Local;
 use crate::coroutine::CoroutineResult;
-use crate::sched::task::{Action, PARKED, Task};
+use crate::sched::task::{Action, Task};
 use crate::sched::timers::TimerKind;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,21 +62,17 @@ impl Local {
                     self.timers().push(d, seq, TimerKind::Park, task.clone());
                     self.publish_deadline();
                 }
-                if task
-                    .park
-                    .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    self.push_back(task);
+                if !task.state.park() {
+                    self.push_back(task); // a token came meanwhile: it runs again at once
                 }
             }
             Action::Sleep => {
                 let deadline = task.deadline.get().expect("a sleep has a deadline");
                 let seq = task.wait_seq.load(Ordering::Relaxed);
-                task.sleeping.store(true, Ordering::Release);
+                task.state.sleep();
                 self.timers().push(deadline, seq, TimerKind::Sleep, task.clone());
                 self.publish_deadline();
-                if task.cancelled.load(Ordering::Acquire) {
+                if task.state.is_cancelled() {
                     task.interrupt_sleep();
                 }
             }
@@ -89,8 +85,8 @@ impl Local {
     /// had: the task ended with that error.
     #[inline(always)]
     pub(super) fn start(&self, task: &Arc<Task>) -> Option<CoroutineResult<Action, ()>> {
-        let adopt = || task.owner.store(self.index, Ordering::Release);
-        let (co, outcome) = crate::sched::green::start_coroutine(task, adopt)?;
+        let adopt = || task.state.adopt(self.index);
+        let (co, outcome) = crate::sched::harness::start_coroutine(task, adopt)?;
         // SAFETY: we dequeued the task, so we are the one worker that may run it.
         unsafe { *task.coroutine() = Some(co) };
         Some(outcome)

@@ -144,7 +144,7 @@ impl Wake {
         match word & TAG_BITS {
             LOCAL => {
                 // The pointer came from the `Arc` its worker holds while the task is alive
-                // (`Local::current`), and the task is alive: it waits on this thread's worker
+                // (`ground::current`), and the task is alive: it waits on this thread's worker
                 // (parked, or about to) and cannot run before this thread returns to its
                 // scheduler, as preemption is off since its node was completed.
                 // SAFETY: as just said; the handle is never dropped, so no count moves.

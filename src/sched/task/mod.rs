@@ -1,32 +1,41 @@
-//! A task: one spawned coroutine, its wait states, and the slot its outcome goes to.
+//! A task: one spawned coroutine, its lifecycle, and the slot its outcome goes to.
 //!
-//! # Wait states
+//! # Who touches what
 //!
-//! `park` is a token, as in std: [`EMPTY`] → `unpark` → [`NOTIFIED`]; a park that finds the
-//! token consumes it and returns. Otherwise the coroutine yields [`Action::Park`] and its worker
-//! moves the state `EMPTY → PARKED`; if that fails the token arrived meanwhile and the task runs
-//! again at once. `unpark` swaps in `NOTIFIED`, and whoever swaps out `PARKED` schedules it.
+//! A task's fields fall in three groups, in tokio's manner:
+//! - **what it is**, set at spawn and read by anyone: `id`, `name`, `rt`, `stack_size`,
+//!   `entry` (and the ground floor's `header`, whose no-preempt depth only the task's own thread
+//!   touches);
+//! - **its lifecycle**, which any thread may race on: [`State`] (`state.rs`), one word of bits
+//!   changed by single atomic operations, plus the worker that owns it. The outcome and the
+//!   joiner's unparker are handed between the task and its joiner by that word;
+//! - **its run**, touched only by the worker that runs it (or, before its first run, the one
+//!   that dequeued it): its coroutine, body, yielder, registry slot, wait deadline and
+//!   sequence, preemption marks, stack bounds, coroutine-locals. The signal handler reads some
+//!   of them, on that same thread.
 //!
-//! `sleep` is separate, so a sleeper never eats a park token: the worker sets `sleeping` and
-//! arms a timer; the timer or a cancellation that swaps `sleeping` back to false schedules it.
+//! # Waits
+//!
+//! `park` is a token, as in std: a park that finds the token consumes it and returns.
+//! Otherwise the coroutine yields [`Action::Park`] and its worker marks it parked, unless the
+//! token arrived meanwhile: then the task runs again at once. The unpark that finds it parked
+//! schedules it. `sleep` is separate, so a sleeper never eats a park token: the worker marks it
+//! sleeping and arms a timer; the timer or a cancellation that clears the mark schedules it.
 //!
 //! Timers carry the task's `wait_seq` from when they were armed; a task bumps it each time it
 //! returns from a wait, so a stale timer finds a different number and does nothing.
+
+mod state;
+
+pub(crate) use state::{State, UNSTARTED};
 
 use super::worker;
 use crate::coroutine::{Coroutine, Yielder};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Instant;
-
-pub(crate) const EMPTY: u8 = 0;
-pub(crate) const NOTIFIED: u8 = 1;
-pub(crate) const PARKED: u8 = 2;
-
-/// `owner` of a task that has not run yet: any worker may take it.
-pub(crate) const UNSTARTED: usize = usize::MAX;
 
 /// A task's whole work, type-erased: run the user's closure and deliver its outcome.
 pub(crate) type Body = Box<dyn FnOnce() + Send>;
@@ -54,14 +63,6 @@ const _: () = assert!(size_of::<Action>() <= size_of::<usize>());
 /// A task's outcome: its value, or how it failed.
 pub(crate) type Outcome = Result<super::value::Value, JoinErrorKind>;
 
-/// `join_state` values. The task writes its outcome, then swaps in `DONE`; a joiner writes its
-/// unparker, then moves `RUNNING -> WAITING`. Whoever swaps `WAITING` out for `DONE` wakes the
-/// joiner. The outcome is the joiner's once it sees `DONE`; the unparker is the task's once it
-/// sees `WAITING`.
-const RUNNING: u8 = 0;
-const WAITING: u8 = 1;
-const DONE: u8 = 2;
-
 /// How a task ended without a value.
 pub(crate) enum JoinErrorKind {
     Panic(Box<dyn Any + Send>),
@@ -72,66 +73,72 @@ pub(crate) enum JoinErrorKind {
 
 /// A spawned coroutine.
 pub(crate) struct Task {
+    // What it is: set at spawn (or reuse), read by anyone.
+    /// Its id ([`GreenThread::id`](crate::GreenThread::id)).
     pub id: u64,
+    /// Its name, if it was given one.
     pub name: Option<Box<str>>,
     /// The runtime this task belongs to.
     pub rt: Arc<worker::Shared>,
-    /// The worker that runs it, or [`UNSTARTED`].
-    pub owner: AtomicUsize,
-    pub park: AtomicU8,
-    pub sleeping: AtomicBool,
-    pub wait_seq: AtomicU64,
-    pub cancelled: AtomicBool,
-    /// Set once a cancellation has started unwinding the task: it ends cancelled, whatever it
-    /// catches.
-    pub unwound: AtomicBool,
-    /// Slot in its worker's registry of live tasks (owner thread only).
-    pub slot: AtomicUsize,
-    /// The deadline of the wait it suspends for ([`Action::Park`] timed, [`Action::Sleep`]):
-    /// set by the task, read by its worker as it settles it (running worker only).
-    pub deadline: Cell<Option<Instant>>,
-    /// The coroutine's yielder, set when it starts (running worker only).
-    pub yielder: Cell<*const Yielder<(), Action>>,
-    /// What the layers below `sched` touch of the task (its no-preempt depth); the ground
-    /// floor's `current` points here while the task runs.
-    pub header: crate::ground::TaskHeader,
-    /// Set while the coroutine is switched out from inside the preemption handler.
-    pub in_handler: AtomicBool,
-    /// Whether it last switched out by preemption (running worker only): it is likely to run
-    /// until interrupted again, so its worker arms its alarm before resuming it.
-    pub preempted: Cell<bool>,
-    /// While the coroutine runs inside [`preemptible`](crate::preempt::preemptible): the
-    /// canonical frame address of the region's closure, where the handler's stack walk ends;
-    /// 0 outside a region. Written and read on the task's own thread only.
-    pub region_cfa: AtomicUsize,
-    /// The type name of the closure it was spawned with, for hog reports.
-    pub entry: Cell<fn() -> &'static str>,
-    /// The coroutine's stack, `[lo, hi)`, once it has one.
-    pub stack_lo: AtomicUsize,
-    pub stack_hi: AtomicUsize,
-    /// How often this task was preempted.
-    pub stats: crate::sched::stats::TaskCounters,
-    /// Its `coroutine_local!` values (running worker only), made on first use.
-    pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
     pub stack_size: usize,
+    /// The type name of the closure it was spawned with, for hog reports.
+    pub entry: Cell<fn() -> &'static str>,
+    /// What the layers below `sched` touch of the task (its no-preempt depth, own thread
+    /// only); the ground floor's `current` points here while the task runs.
+    pub header: crate::ground::TaskHeader,
+
+    // Its lifecycle: any thread, through `State`'s transitions.
+    /// Its lifecycle bits and owner (see `state.rs`).
+    pub state: State,
+    /// Its outcome, written once by the task before `State::complete`, then the joiner's.
+    outcome: UnsafeCell<Option<Outcome>>,
+    /// The waiting joiner's unparker, written by the joiner before `State::join_wait`, then
+    /// the task's.
+    joiner: UnsafeCell<Option<super::park::Unparker>>,
     /// When it was last queued, in its queuing worker's count of queued tasks (runtimes with
     /// two or more workers): a worker runs the older of its two queues' first tasks (see
     /// `worker::steal`). Written by whoever queues it, read by the worker that pops it.
     pub stamp: AtomicU64,
+    /// How often this task was preempted (its own thread writes, anyone reads).
+    pub stats: crate::sched::stats::TaskCounters,
+
+    // Its run: only the worker that runs it (before its first run, the one that dequeued it);
+    // the signal handler reads some of these, on that same thread.
     /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
     /// first runs it, so a storm of spawned tasks reuses a few warm stacks.
     body: UnsafeCell<Option<Body>>,
-    join_state: AtomicU8,
-    outcome: UnsafeCell<Option<Outcome>>,
-    joiner: UnsafeCell<Option<super::park::Unparker>>,
+    /// Its coroutine, from its first run.
     coroutine: UnsafeCell<Option<Coroutine<(), Action, ()>>>,
+    /// The coroutine's yielder, set when it starts.
+    pub yielder: Cell<*const Yielder<(), Action>>,
+    /// Slot in its worker's registry of live tasks.
+    pub slot: AtomicUsize,
+    /// The deadline of the wait it suspends for ([`Action::Park`] timed, [`Action::Sleep`]):
+    /// set by the task, read by its worker as it settles it.
+    pub deadline: Cell<Option<Instant>>,
+    /// Bumped each time it returns from a wait, so a stale timer finds a different number.
+    pub wait_seq: AtomicU64,
+    /// Whether it last switched out by preemption: it is likely to run until interrupted
+    /// again, so its worker arms its alarm before resuming it.
+    pub preempted: Cell<bool>,
+    /// Set while the coroutine is switched out from inside the preemption handler.
+    pub in_handler: AtomicBool,
+    /// While the coroutine runs inside [`preemptible`](crate::preempt::preemptible): the
+    /// canonical frame address of the region's closure, where the handler's stack walk ends;
+    /// 0 outside a region.
+    pub region_cfa: AtomicUsize,
+    /// The coroutine's stack, `[lo, hi)`, once it has one.
+    pub stack_lo: AtomicUsize,
+    pub stack_hi: AtomicUsize,
+    /// Its `coroutine_local!` values, made on first use.
+    pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
 }
 
 // SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
 // task in its run queue (before the first run, whichever worker dequeues it; after, its owner),
 // never concurrently; the coroutine is made on the worker that first runs it. `outcome` and
-// `joiner` are handed between the task and its single joiner by `join_state` (see there).
+// `joiner` are handed between the task and its single joiner by `state` (see `state.rs`).
 // Every other field is atomic.
 unsafe impl Send for Task {}
 // SAFETY: as above.
@@ -170,16 +177,11 @@ impl Task {
             id,
             name,
             rt,
-            owner: AtomicUsize::new(UNSTARTED),
-            park: AtomicU8::new(EMPTY),
-            sleeping: AtomicBool::new(false),
+            state: State::new(),
             wait_seq: AtomicU64::new(0),
-            cancelled: AtomicBool::new(false),
-            unwound: AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
             deadline: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            join_state: AtomicU8::new(RUNNING),
             outcome: UnsafeCell::new(None),
             joiner: UnsafeCell::new(None),
             header: crate::ground::TaskHeader::new(),
@@ -213,12 +215,8 @@ impl Task {
             id,
             name,
             rt: _,
-            owner,
-            park,
-            sleeping,
+            state,
             wait_seq,
-            cancelled,
-            unwound,
             slot,
             deadline,
             yielder,
@@ -234,19 +232,14 @@ impl Task {
             stack_size,
             stamp,
             body,
-            join_state,
             outcome,
             joiner,
             coroutine,
         } = self;
         *id = new_id;
         *name = new_name;
-        *owner.get_mut() = UNSTARTED;
-        *park.get_mut() = EMPTY;
-        *sleeping.get_mut() = false;
+        state.reset();
         *wait_seq.get_mut() = 0;
-        *cancelled.get_mut() = false;
-        *unwound.get_mut() = false;
         *slot.get_mut() = usize::MAX;
         deadline.set(None);
         yielder.set(std::ptr::null());
@@ -262,7 +255,6 @@ impl Task {
         *stack_size = new_stack_size;
         *stamp.get_mut() = 0;
         *body.get_mut() = Some(new_body);
-        *join_state.get_mut() = RUNNING;
         *outcome.get_mut() = None;
         *joiner.get_mut() = None;
         *coroutine.get_mut() = None;
@@ -302,28 +294,28 @@ impl Task {
 
     /// Sets the park token; schedules the task if it was parked.
     pub(crate) fn unpark(self: &Arc<Self>) {
-        if self.park.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+        if self.state.unpark() {
             worker::schedule(self.clone());
         }
     }
 
     /// [`Task::unpark`] through an owned handle, which goes to the run queue as it is.
     pub(crate) fn unpark_owned(self: Arc<Self>) {
-        if self.park.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+        if self.state.unpark() {
             worker::schedule(self);
         }
     }
 
     /// Wakes a sleeping task early (for cancellation and shutdown).
     pub(crate) fn interrupt_sleep(self: &Arc<Self>) {
-        if self.sleeping.swap(false, Ordering::AcqRel) {
+        if self.state.wake_sleeper() {
             worker::schedule(self.clone());
         }
     }
 
     /// Asks the task to unwind at its next park, sleep or yield.
     pub(crate) fn cancel(self: &Arc<Self>) {
-        self.cancelled.store(true, Ordering::Release);
+        self.state.cancel();
         self.unpark();
         self.interrupt_sleep();
     }
@@ -332,8 +324,8 @@ impl Task {
     pub(crate) fn deliver(&self, outcome: Outcome) {
         // SAFETY: only the task writes the outcome, once, before DONE makes it the joiner's.
         unsafe { *self.outcome.get() = Some(outcome) };
-        if self.join_state.swap(DONE, Ordering::AcqRel) == WAITING {
-            // SAFETY: WAITING means the joiner wrote its unparker and no longer touches it.
+        if self.state.complete() {
+            // SAFETY: a waiting joiner wrote its unparker and no longer touches it.
             if let Some(joiner) = unsafe { (*self.joiner.get()).take() } {
                 joiner.unpark_owned();
             }
@@ -342,28 +334,23 @@ impl Task {
 
     /// Whether the task has delivered its outcome.
     pub(crate) fn is_done(&self) -> bool {
-        self.join_state.load(Ordering::Acquire) == DONE
+        self.state.is_done()
     }
 
     /// Waits (parking) until the task is done. `park` is the wait itself, so callers choose
     /// whether a cancellation of the waiter unwinds. Only one waiter at a time.
     pub(crate) fn wait_done(&self, mut park: impl FnMut()) {
         loop {
-            match self.join_state.load(Ordering::Acquire) {
-                DONE => return,
-                RUNNING => {
-                    // SAFETY: while RUNNING the joiner slot is ours.
-                    unsafe { *self.joiner.get() = Some(super::park::current_unparker()) };
-                    if self
-                        .join_state
-                        .compare_exchange(RUNNING, WAITING, Ordering::AcqRel, Ordering::Acquire)
-                        .is_err()
-                    {
-                        return; // done meanwhile; the unparker we left is dropped with the task
-                    }
-                }
-                _ => {} // already registered: a spurious wake-up
+            if self.state.is_done() {
+                return;
             }
+            if !self.state.joiner_waits() {
+                // SAFETY: until we say we wait, the joiner slot is ours.
+                unsafe { *self.joiner.get() = Some(super::park::current_unparker()) };
+                if !self.state.join_wait() {
+                    return; // done meanwhile; the unparker we left is dropped with the task
+                }
+            } // else already registered: a spurious wake-up
             park();
         }
     }
@@ -371,7 +358,7 @@ impl Task {
     /// Takes the outcome of a done task (once).
     pub(crate) fn take_outcome(&self) -> Outcome {
         assert!(self.is_done(), "the outcome of a task is taken once it is done");
-        // SAFETY: DONE makes the outcome the (single) joiner's; the task no longer touches it.
+        // SAFETY: done makes the outcome the (single) joiner's; the task no longer touches it.
         unsafe { (*self.outcome.get()).take() }.expect("a task's outcome is taken once")
     }
 }
