@@ -35,7 +35,7 @@
 //! coroutine cancelled while it waits for `f` therefore keeps waiting, blocking its worker
 //! thread, until `f` returns, and then unwinds. Keep `f` bounded in time.
 
-use crate::io::reactor::lock;
+use crate::ground::lock;
 use crate::sched::park::{Unparker, current_task, current_unparker, park_until};
 use crate::sched::worker;
 use std::collections::VecDeque;

@@ -68,7 +68,7 @@ mod order;
 #[doc(hidden)]
 pub use order::unordered_real_time_signals_for_tests;
 
-use crate::io::reactor::{Locked, lock};
+use crate::ground::{LockGuard, lock};
 use crate::sync::{Condvar, Mutex as CoMutex};
 use std::collections::VecDeque;
 use std::io;
@@ -317,7 +317,7 @@ struct Registry {
     users: Vec<(u32, Option<libc::sigaction>)>,
 }
 
-fn registry() -> Locked<'static, Registry> {
+fn registry() -> LockGuard<'static, Registry> {
     static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
     lock(REG.get_or_init(|| {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.

@@ -25,13 +25,11 @@
 
 use super::raw::RawTable;
 use super::source::ScheduledIo;
-use crate::ground::RuntimeGuard;
 use crate::sched::worker::Local;
 use crate::sched::worker::poller::Poller;
-use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The token of the nested epoll instance holding one-shot registrations of raw fds.
 pub(crate) const RAW_TOKEN: u64 = u64::MAX;
@@ -67,37 +65,10 @@ struct Entry {
     io: Option<Arc<ScheduledIo>>,
 }
 
-/// Locks an internal mutex, holding preemption off while the lock is held: a coroutine
-/// preempted with it would deadlock its worker, which takes the same locks when it dispatches
-/// events. Critical sections here run no user code, so poisoning carries no information and is
-/// ignored.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
-    let off = RuntimeGuard::new();
-    Locked {
-        guard: m.lock().unwrap_or_else(PoisonError::into_inner),
-        _off: off,
-    }
-}
-
-/// A held internal lock; preemption stays off until it drops (the lock is released first).
-pub(crate) struct Locked<'a, T> {
-    guard: MutexGuard<'a, T>,
-    _off: RuntimeGuard,
-}
-
-impl<T> Deref for Locked<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> DerefMut for Locked<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
+/// Locks an internal mutex with preemption held off (the ground floor's one lock helper): a
+/// coroutine preempted with it would deadlock its worker, which takes the same locks when it
+/// dispatches events.
+pub(crate) use crate::ground::lock;
 
 /// The worker's [`Poller`]: a reactor registering in `epoll` (the runtime hands this to the
 /// scheduler, which calls it as each worker starts).
