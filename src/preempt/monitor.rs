@@ -167,7 +167,9 @@ pub(crate) fn run(rt: Arc<Shared>, hogs: Arc<HogLog>, slice: Duration) {
             wake.saturating_sub(now)
         };
         if pause > 0 {
-            // Parked, not asleep: shutdown unparks it, whatever the slice.
+            rt.timer_bell.will_wake_at(now + pause);
+            // Parked, not asleep: shutdown unparks it, whatever the slice, and a worker whose
+            // new timer is due before `now + pause` (`Bell::hurry_for`).
             std::thread::park_timeout(Duration::from_nanos(pause));
         }
         rt.timer_bell.woke();

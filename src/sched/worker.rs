@@ -392,7 +392,8 @@ impl Local {
     /// Tells the timer thread when our earliest timer is due.
     fn publish_deadline(&self) {
         let deadline = self.timers().next_deadline();
-        self.slices.publish_deadline(&self.me().preempt, deadline);
+        self.slices
+            .publish_deadline(&self.me().preempt, &self.rt.timer_bell, deadline);
     }
 
     /// After shutdown was asked: cancel every live task this worker owns and run them until

@@ -15,7 +15,7 @@
 //! worker's own kernel timer ([`super::alarm`]).
 
 use super::alarm::Alarm;
-use super::watch::{IDLE, IN_REGION, PreemptWatch, RUNNING};
+use super::watch::{Bell, IDLE, IN_REGION, PreemptWatch, RUNNING};
 use crate::ground::{self, PREEMPT};
 use crate::sched::task::Task;
 use std::cell::Cell;
@@ -131,11 +131,15 @@ impl Slices {
         self.stamp_next.set(true);
     }
 
-    /// Tells the timer thread when our earliest timer is due (`None`: no timer).
-    pub(crate) fn publish_deadline(&self, watch: &PreemptWatch, deadline: Option<Instant>) {
+    /// Tells the timer thread when our earliest timer is due (`None`: no timer), and wakes it
+    /// if it would look only after that.
+    pub(crate) fn publish_deadline(&self, watch: &PreemptWatch, bell: &Bell, deadline: Option<Instant>) {
         let ns = deadline.map_or(0, ground::nanos);
         if watch.deadline.load(Ordering::Relaxed) != ns {
-            watch.deadline.store(ns, Ordering::Relaxed);
+            watch.deadline.store(ns, Ordering::SeqCst);
+            if ns != 0 && self.preempts {
+                bell.hurry_for(ns);
+            }
         }
     }
 

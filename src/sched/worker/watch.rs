@@ -181,6 +181,11 @@ impl Ident {
 pub(crate) struct Bell {
     napping: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
+    /// When the timer thread will next look (in [`crate::ground::nanos`]); 0 while it looks.
+    /// A worker that publishes a timer due earlier wakes it ([`Bell::hurry_for`]): otherwise a
+    /// sleeper that goes back to sleep right after the timer thread woke it would be seen only
+    /// at that thread's next look, up to a slice late.
+    wake_at: AtomicU64,
 }
 
 impl Bell {
@@ -209,8 +214,28 @@ impl Bell {
         let _ = self.thread.set(thread);
     }
 
-    /// The timer thread is awake again (after a nap that a ring may or may not have ended).
+    /// The timer thread is awake again (after a nap that a ring may or may not have ended)
+    /// and about to look at the workers.
     pub(crate) fn woke(&self) {
         self.napping.store(false, Ordering::Relaxed);
+        self.wake_at.store(0, Ordering::SeqCst);
+    }
+
+    /// The timer thread will look next at `at` (it parks until then).
+    pub(crate) fn will_wake_at(&self, at: u64) {
+        self.wake_at.store(at, Ordering::SeqCst);
+    }
+
+    /// A worker published a timer due at `deadline` (SeqCst, before this): wakes the timer
+    /// thread if it would look only later, or may have looked at the worker before the store.
+    /// Both sides SeqCst: either the timer thread's look reads the new deadline, or this reads
+    /// the time it planned (or 0, still looking) and wakes it.
+    pub(crate) fn hurry_for(&self, deadline: u64) {
+        let at = self.wake_at.load(Ordering::SeqCst);
+        if (at == 0 || deadline < at)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
     }
 }
