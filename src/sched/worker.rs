@@ -46,7 +46,7 @@ const EVENTFD_TOKEN: u64 = 0;
 const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// A worker's live tasks by slot, and the free slots.
-type Registry = (Vec<Option<Arc<Task>>>, Vec<usize>);
+type LiveTasks = (Vec<Option<Arc<Task>>>, Vec<usize>);
 
 /// A worker's own state, reachable from its thread only.
 pub(crate) struct Local {
@@ -79,7 +79,7 @@ pub(crate) struct Local {
     /// thread, not by I/O (`idle.rs`).
     spin_pays: Cell<bool>,
     /// Live tasks that have suspended here at least once, by slot; the free slots.
-    registry: UnsafeCell<Registry>,
+    registry: UnsafeCell<LiveTasks>,
     timers: UnsafeCell<Timers>,
     /// The I/O layer's waiters on this worker's epoll instance (`poller.rs`).
     pub io: Box<dyn poller::Poller>,
