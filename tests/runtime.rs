@@ -239,7 +239,9 @@ fn sleepers_wake_in_deadline_order() {
     // Timer order, not preemption, is under test: a preempted sleeper would record late.
     let rt = rt_no_preempt(1);
     rt.block_on(move || {
-        // Far enough ahead that every sleeper has armed its timer before the first is due.
+        // Far enough ahead that the sleepers arm their timers before the first is due, on a
+        // machine that is not too busy; those that arm too late (the deadline passed before they
+        // slept) wake at once and are left out of the order checked below.
         let base = Instant::now() + Duration::from_secs(3);
         let hs: Vec<_> = (0..N)
             .map(|i| {
@@ -247,8 +249,10 @@ fn sleepers_wake_in_deadline_order() {
                 // A scrambled but deterministic deadline in 0..200 ms past the base.
                 let offset = i.wrapping_mul(2_654_435_761) % 200_000;
                 sigcoro::spawn(move || {
-                    sigcoro::sleep_until(base + Duration::from_micros(offset));
-                    o.lock().unwrap().push(offset);
+                    let deadline = base + Duration::from_micros(offset);
+                    let in_time = Instant::now() < deadline;
+                    sigcoro::sleep_until(deadline);
+                    o.lock().unwrap().push((offset, in_time));
                 })
             })
             .collect();
@@ -256,8 +260,14 @@ fn sleepers_wake_in_deadline_order() {
     });
     let order = order.lock().unwrap();
     assert_eq!(order.len(), N as usize);
+    let in_time: Vec<u64> = order.iter().filter(|(_, t)| *t).map(|(o, _)| *o).collect();
     assert!(
-        order.windows(2).all(|w| w[0] <= w[1]),
+        in_time.len() >= N as usize / 10,
+        "only {} of {N} sleepers armed before their deadline: nothing to check",
+        in_time.len()
+    );
+    assert!(
+        in_time.windows(2).all(|w| w[0] <= w[1]),
         "sleepers woke out of deadline order"
     );
 }
