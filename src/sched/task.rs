@@ -115,6 +115,14 @@ pub(crate) struct Task {
     pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
     /// The stack size its coroutine gets when it first runs.
     pub stack_size: usize,
+    /// Whether its spawner declared it free of thread affinity ([`Builder::migratable`]): its
+    /// worker may then hand it to another at a safe point (`worker::settle`). Set before the
+    /// task is queued; read by the worker that runs it.
+    ///
+    /// [`Builder::migratable`]: crate::Builder::migratable
+    pub migratable: AtomicBool,
+    /// How many times it resumed on another worker than the one it last ran on.
+    pub moves: AtomicU64,
     /// When it was last queued, in its queuing worker's count of queued tasks (runtimes with
     /// two or more workers): a worker runs the older of its two queues' first tasks (see
     /// `worker::steal`). Written by whoever queues it, read by the worker that pops it.
@@ -129,8 +137,10 @@ pub(crate) struct Task {
 }
 
 // SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
-// task in its run queue (before the first run, whichever worker dequeues it; after, its owner),
-// never concurrently; the coroutine is made on the worker that first runs it. `outcome` and
+// task in its run queue (before the first run, whichever worker dequeues it; after, its owner,
+// which changes only while the task waits in a locked stealable queue: see
+// `worker::settle`), never concurrently; the coroutine is made on the worker that first runs
+// it. `outcome` and
 // `joiner` are handed between the task and its single joiner by `join_state` (see there).
 // Every other field is atomic.
 unsafe impl Send for Task {}
@@ -192,6 +202,8 @@ impl Task {
             stats: crate::sched::stats::TaskCounters::default(),
             locals: UnsafeCell::new(None),
             stack_size,
+            migratable: AtomicBool::new(false),
+            moves: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
             body: UnsafeCell::new(Some(body)),
             coroutine: UnsafeCell::new(None),
@@ -232,6 +244,8 @@ impl Task {
             stats,
             locals,
             stack_size,
+            migratable,
+            moves,
             stamp,
             body,
             join_state,
@@ -260,6 +274,8 @@ impl Task {
         stats.reset();
         *locals.get_mut() = None;
         *stack_size = new_stack_size;
+        *migratable.get_mut() = false;
+        *moves.get_mut() = 0;
         *stamp.get_mut() = 0;
         *body.get_mut() = Some(new_body);
         *join_state.get_mut() = RUNNING;
