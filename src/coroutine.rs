@@ -562,6 +562,9 @@ unsafe fn run_to_end<I, Y, R>(link: *mut Link, body: impl FnOnce(&Yielder<I, Y>)
 }
 
 /// Process-unique coroutine ids, handed to each thread in blocks to keep the counter cold.
+/// Never inlined: its thread-local's address must not be kept across a migratable
+/// coroutine's switch (see `crate::ground`).
+#[inline(never)]
 pub(crate) fn next_id() -> u64 {
     const BLOCK: u64 = 1024;
     let _off = crate::ground::RuntimeGuard::new();

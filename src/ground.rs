@@ -21,16 +21,116 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering, compiler_fence};
 use std::time::{Duration, Instant};
 
-thread_local! {
+// The thread-locals of this floor live in the static TLS block of the executable (or of a
+// library loaded with it), declared here in assembly and reached only through the accessors
+// below. Why not `thread_local!`: LLVM treats a thread-local's address
+// (`llvm.threadlocal.address`) as constant within a function, so it may compute it once and
+// reuse it after a call that switched the coroutine to another worker thread (a loop with a
+// `checkpoint()` in it: the address is hoisted out of the loop, seen in a cdylib as one
+// `__tls_get_addr` before the loop). A coroutine that migrates (`Builder::migratable`) would
+// then read and write the first thread's flags, depth and task pointer. Each accessor instead
+// reads the thread pointer (`fs:0`, which the x86-64 ABI makes point to itself) in an `asm!`
+// block that is not `pure`: the compiler may neither merge two of them nor move one across
+// another `asm!` (the switch), so every use after a switch computes the address on the thread
+// it runs on. The offset comes from the initial-exec relocation (`@gottpoff`), which the
+// linker turns into a constant in an executable: `mov reg, fs:0` plus an `add` or `lea`,
+// against one `fs:`-relative load before. A library that uses sigcoro and is loaded with
+// `dlopen` either fits in the static TLS surplus or fails to load ("cannot allocate memory in
+// static TLS block"): never a wrong address.
+std::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl sigcoro_0_1_ground_interrupt",
+    ".hidden sigcoro_0_1_ground_interrupt",
+    ".type sigcoro_0_1_ground_interrupt,@object",
+    ".size sigcoro_0_1_ground_interrupt,8",
+    "sigcoro_0_1_ground_interrupt:",
+    ".zero 8",
+    ".globl sigcoro_0_1_ground_critical",
+    ".hidden sigcoro_0_1_ground_critical",
+    ".type sigcoro_0_1_ground_critical,@object",
+    ".size sigcoro_0_1_ground_critical,8",
+    "sigcoro_0_1_ground_critical:",
+    ".zero 8",
+    ".globl sigcoro_0_1_ground_current",
+    ".hidden sigcoro_0_1_ground_current",
+    ".type sigcoro_0_1_ground_current,@object",
+    ".size sigcoro_0_1_ground_current,8",
+    "sigcoro_0_1_ground_current:",
+    ".zero 8",
+    ".globl sigcoro_0_1_ground_worker",
+    ".hidden sigcoro_0_1_ground_worker",
+    ".type sigcoro_0_1_ground_worker,@object",
+    ".size sigcoro_0_1_ground_worker,8",
+    "sigcoro_0_1_ground_worker:",
+    ".zero 8",
+    ".popsection",
+);
+
+/// Defines an accessor that returns the address of one of the thread-local words above, on
+/// the thread that calls it, computed afresh at every call (see the comment above).
+macro_rules! tls_word {
+    ($(#[$attr:meta])* fn $name:ident -> $ty:ty = $sym:literal) => {
+        $(#[$attr])*
+        #[inline(always)]
+        fn $name() -> *const $ty {
+            let p: *const $ty;
+            // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux,
+            // glibc and musl alike) and adds the symbol's offset in the static TLS block, as
+            // the initial-exec model does; writes nothing but the output register (and the
+            // flags, which are not preserved). `nomem`: the two words it reads (the thread's
+            // own pointer, the offset's GOT slot) never change while the thread runs. Not
+            // `pure`, on purpose: the compiler must keep one block per use, in order with the
+            // switch's `asm!`.
+            unsafe {
+                std::arch::asm!(
+                    "mov {p}, qword ptr fs:0",
+                    concat!("add {p}, qword ptr [rip + ", $sym, "@gottpoff]"),
+                    p = out(reg) p,
+                    options(nostack, nomem),
+                );
+            }
+            p
+        }
+    };
+}
+
+tls_word! {
     /// This worker's interrupt flags, [`PREEMPT`], [`CALLBACKS`] and [`DEADLINE`]; other
     /// threads set them through the address the worker publishes. On threads that are not
     /// workers they stay 0.
-    static INTERRUPT: AtomicU8 = const { AtomicU8::new(0) };
+    fn interrupt_word -> AtomicU8 = "sigcoro_0_1_ground_interrupt"
+}
+tls_word! {
     /// How deep this thread is in [`Critical`] sections; the handler reads it on this thread.
-    static CRITICAL: AtomicU32 = const { AtomicU32::new(0) };
+    fn critical_word -> AtomicU32 = "sigcoro_0_1_ground_critical"
+}
+tls_word! {
     /// The header of the task running on this thread (null on a worker's own stack and on
     /// threads that are not workers).
-    static CURRENT: Cell<*const TaskHeader> = const { Cell::new(std::ptr::null()) };
+    fn current_word -> Cell<*const TaskHeader> = "sigcoro_0_1_ground_current"
+}
+tls_word! {
+    /// The worker state of this thread (`sched::worker::Local`, opaque here; null on threads
+    /// that are not workers).
+    fn worker_word -> Cell<*const ()> = "sigcoro_0_1_ground_worker"
+}
+
+/// This thread's interrupt flags.
+#[inline(always)]
+fn interrupt() -> &'static AtomicU8 {
+    // SAFETY: the word is this thread's, zero-initialised (a valid `AtomicU8`), 8-aligned and
+    // alive as long as the thread; only atomic operations touch it. The reference is used
+    // within the caller's expression and never kept across a switch (`'static` stands for "as
+    // long as the thread", and every caller re-derives it).
+    unsafe { &*interrupt_word() }
+}
+
+/// This thread's [`Critical`] depth.
+#[inline(always)]
+fn critical() -> &'static AtomicU32 {
+    // SAFETY: as for `interrupt`.
+    unsafe { &*critical_word() }
 }
 
 /// Interrupt flag: the running slice has expired.
@@ -43,30 +143,29 @@ pub(crate) const DEADLINE: u8 = 4;
 /// This thread's interrupt flags (0 when nothing is pending).
 #[inline(always)]
 pub(crate) fn interrupt_flags() -> u8 {
-    INTERRUPT.with(|f| f.load(Ordering::Relaxed))
+    interrupt().load(Ordering::Relaxed)
 }
 
 /// Clears `mask` in this thread's interrupt flags, with a locked instruction only when one of
 /// its bits is set (the worker calls this at every handoff).
 #[inline(always)]
 pub(crate) fn clear_interrupt_flags(mask: u8) {
-    INTERRUPT.with(|f| {
-        if f.load(Ordering::Relaxed) & mask != 0 {
-            f.fetch_and(!mask, Ordering::Relaxed);
-        }
-    });
+    let f = interrupt();
+    if f.load(Ordering::Relaxed) & mask != 0 {
+        f.fetch_and(!mask, Ordering::Relaxed);
+    }
 }
 
 /// Raises `mask` in this thread's interrupt flags (the signal handler, on its own thread).
 #[inline]
 pub(crate) fn raise_interrupt_flags(mask: u8) {
-    INTERRUPT.with(|f| f.fetch_or(mask, Ordering::Relaxed));
+    interrupt().fetch_or(mask, Ordering::Relaxed);
 }
 
 /// The address of this thread's interrupt flags, which a worker publishes so that other
 /// threads can raise them (it clears the published copy before the thread exits).
 pub(crate) fn interrupt_flags_address() -> *mut AtomicU8 {
-    INTERRUPT.with(|f| f as *const AtomicU8 as *mut AtomicU8)
+    interrupt_word().cast_mut()
 }
 
 /// What every layer may touch of a scheduled task: the header `sched`'s task embeds, and the
@@ -91,14 +190,33 @@ impl TaskHeader {
 /// The header of the task running on this thread, if any.
 #[inline(always)]
 pub(crate) fn current() -> *const TaskHeader {
-    CURRENT.with(Cell::get)
+    // SAFETY: the word is this thread's, zero-initialised (a null pointer) and alive as long as
+    // the thread; only this thread and its signal handler touch it, never concurrently with a
+    // write of the thread's own (the handler runs between instructions of this thread).
+    unsafe { (*current_word()).get() }
 }
 
 /// Sets the task running on this thread (null: none). For the worker as it switches a task in
 /// and out, and for a join in place.
 #[inline(always)]
 pub(crate) fn set_current(header: *const TaskHeader) {
-    CURRENT.with(|c| c.set(header));
+    // SAFETY: as in `current`.
+    unsafe { (*current_word()).set(header) }
+}
+
+/// The calling thread's worker state, as `sched::worker` set it (null on other threads).
+#[inline(always)]
+pub(crate) fn worker() -> *const () {
+    // SAFETY: as in `current`.
+    unsafe { (*worker_word()).get() }
+}
+
+/// Sets the calling thread's worker state (null: none), for `sched::worker` as a worker starts
+/// and stops.
+#[inline]
+pub(crate) fn set_worker(local: *const ()) {
+    // SAFETY: as in `current`.
+    unsafe { (*worker_word()).set(local) }
 }
 
 /// Adds one to a no-preempt depth. Only the owning thread writes a depth (the signal handler
@@ -178,6 +296,8 @@ impl std::fmt::Debug for RuntimeGuard {
 /// waits, and `sched::park`'s wait asserts so in debug builds.
 #[must_use = "the section ends when the guard is dropped"]
 pub(crate) struct Critical {
+    /// This thread's depth: the section never switches, so the address stays this thread's.
+    depth: &'static AtomicU32,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -185,9 +305,11 @@ impl Critical {
     /// Enters a section; preemption stays off on this thread until the guard drops.
     #[inline(always)]
     pub(crate) fn enter() -> Critical {
-        CRITICAL.with(off_inc);
+        let depth = critical();
+        off_inc(depth);
         compiler_fence(Ordering::SeqCst);
         Critical {
+            depth,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -197,14 +319,14 @@ impl Drop for Critical {
     #[inline(always)]
     fn drop(&mut self) {
         compiler_fence(Ordering::SeqCst);
-        CRITICAL.with(off_dec);
+        off_dec(self.depth);
     }
 }
 
 /// This thread's [`Critical`] depth (0 when no section is open).
 #[inline]
 pub(crate) fn critical_depth() -> u32 {
-    CRITICAL.with(|d| d.load(Ordering::Relaxed))
+    critical().load(Ordering::Relaxed)
 }
 
 /// Whether the task of `header` must not be preempted now: it is in a no-preempt region or a

@@ -6,11 +6,14 @@ use super::worker::{self, Shared};
 use crate::coroutine;
 use std::any::Any;
 use std::fmt;
-use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+mod builder;
+
+pub use builder::Builder;
 
 #[cold]
 #[inline(never)]
@@ -31,7 +34,7 @@ fn running(what: &str) -> &'static Task {
 ///
 /// The coroutine is queued on this worker (on a runtime with other workers, in its stealable
 /// queue: another worker may take it before it runs) and stays on whichever worker first runs
-/// it.
+/// it (see [`Builder::migratable`] for coroutines that may move later).
 ///
 /// A coroutine of a runtime that is shutting down (a destructor run by its cancellation, say)
 /// gets a handle to a coroutine that never starts: `f` is dropped unrun, and `join` returns a
@@ -76,98 +79,6 @@ fn not_started<T>(rt: &Arc<Shared>, entry: fn() -> &'static str) -> JoinHandle<T
     JoinHandle {
         task,
         _marker: PhantomData,
-    }
-}
-
-/// Sets up a coroutine before spawning it: name and stack size, as `std::thread::Builder`.
-#[derive(Debug, Default, Clone)]
-pub struct Builder {
-    name: Option<String>,
-    stack_size: Option<usize>,
-}
-
-impl Builder {
-    /// A builder with no name and the runtime's stack size.
-    pub fn new() -> Builder {
-        Builder::default()
-    }
-
-    /// Names the coroutine: [`GreenThread::name`] and overflow reports show it.
-    pub fn name(mut self, name: impl Into<String>) -> Builder {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The coroutine's stack size in bytes (see [`crate::stack::min_stack_size`]).
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
-        self.stack_size = Some(bytes);
-        self
-    }
-
-    /// Spawns the coroutine on the current runtime.
-    ///
-    /// Fails when called outside a runtime, after the runtime began shutting down, with a bad
-    /// stack size, or when memory or mappings run out; each error says which.
-    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let Some(local) = worker::local() else {
-            return Err(io::Error::other(
-                "sigcoro: spawn called outside a runtime: use Runtime::spawn, Runtime::block_on or sigcoro::run",
-            ));
-        };
-        self.spawn_on(&local.rt, f)
-    }
-
-    pub(crate) fn spawn_on<F, T>(self, rt: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        if rt.shutdown.load(Ordering::Acquire) {
-            return Err(io::Error::other(
-                "sigcoro: cannot spawn: the runtime has been shut down",
-            ));
-        }
-        // The runtime's own size was checked when it was built.
-        let stack_size = match self.stack_size {
-            Some(size) => crate::stack::validate_size(size)?,
-            None => rt.stack_size,
-        };
-        let body: Body = Box::new(move || super::harness::run_task_body(f));
-        let name = self.name.map(String::into_boxed_str);
-        // On one of this runtime's own workers, the task may be a kept record, the spawn is
-        // counted by that worker alone, and the task queues there. None of that may be cut by
-        // a preemption: another coroutine of this worker could spawn in between.
-        let _off = crate::ground::RuntimeGuard::new();
-        let here = worker::local().filter(|l| Arc::ptr_eq(&l.rt, rt));
-        let task = super::recycle::new_task(
-            here,
-            coroutine::next_id(),
-            name,
-            std::any::type_name::<F>,
-            rt,
-            stack_size,
-            body,
-        );
-        worker::count_spawn(here, rt);
-        match here {
-            Some(local) => local.push_unstarted(task.clone()),
-            // Shut down meanwhile: the task, and the closure in it, are dropped unrun.
-            None if worker::schedule_new(rt, task.clone()).is_err() => {
-                worker::uncount_spawn_elsewhere(rt);
-                return Err(io::Error::other(
-                    "sigcoro: cannot spawn: the runtime has been shut down",
-                ));
-            }
-            None => {}
-        }
-        Ok(JoinHandle {
-            task,
-            _marker: PhantomData,
-        })
     }
 }
 
@@ -442,6 +353,12 @@ impl GreenThread {
     /// How often this coroutine has been preempted so far.
     pub fn preemptions(&self) -> crate::preempt::PreemptStats {
         self.task.stats.snapshot()
+    }
+
+    /// How many times the coroutine has moved to another worker thread so far (always 0 unless
+    /// it was spawned [migratable](Builder::migratable)).
+    pub fn migrations(&self) -> u64 {
+        self.task.moves.load(Ordering::Relaxed)
     }
 
     /// Sets the coroutine's park token, waking it if it is parked. Callable from any thread.

@@ -31,7 +31,10 @@ thread_local! {
 
 /// Runs `f` on this thread's list, unless the thread is exiting. The caller holds preemption
 /// off (a coroutine preempted inside would leave the list borrowed for the next one), or runs
-/// on the worker's own stack.
+/// on the worker's own stack. Never inlined: a migratable coroutine may resume on another
+/// thread between two spawns, and an inlined thread-local address could be kept across that
+/// switch (see `crate::ground`).
+#[inline(never)]
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
     // SAFETY: the list is this thread's, no coroutine switch happens while `f` runs (see
     // above), and `f` (code of this module only) never re-enters `with_cache`: dropping a task

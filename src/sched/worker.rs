@@ -2,7 +2,9 @@
 //! timers, and an epoll instance it sleeps in when idle.
 //!
 //! A coroutine that has run stays on its worker: Rust and libc cache thread-local addresses in
-//! registers, so moving a suspended coroutine to another thread would corrupt them. Tasks that
+//! registers, so moving a suspended coroutine to another thread would corrupt them. The
+//! exception is a coroutine spawned migratable, whose spawner vouched for its code: it may be
+//! handed to another worker at a safe point (`settle.rs`, "Moving a migratable task"). Tasks that
 //! have not run yet may go anywhere: on a runtime with two or more workers they wait in their
 //! worker's stealable queue, from which other workers take a share at their scheduling
 //! decisions and before they sleep, even while the owner runs a hog (`steal.rs`).
@@ -87,16 +89,15 @@ pub(crate) struct Local {
     pub slices: slice::Slices,
 }
 
-thread_local! {
-    static LOCAL: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
-}
-
-/// The worker state of this thread, if it is a worker.
+/// The worker state of this thread, if it is a worker. The pointer lives in the ground
+/// floor's thread-local word (`ground::worker`), whose address is computed afresh at every
+/// call, so a migratable coroutine that moved gets its new worker's state.
 #[inline]
 pub(crate) fn local() -> Option<&'static Local> {
-    let p = LOCAL.with(|l| l.get());
+    let p = crate::ground::worker().cast::<Local>();
     // SAFETY: a worker sets the pointer to its `Local`, which outlives every task it runs and is
-    // cleared before the worker returns; the reference never leaves the thread.
+    // cleared before the worker returns. The reference is used on this thread and is not kept
+    // across a switch by the runtime's code (a migratable coroutine may resume elsewhere).
     unsafe { p.as_ref() }
 }
 
@@ -222,13 +223,19 @@ impl Local {
             io,
             slices,
         };
-        LOCAL.with(|l| l.set(&local));
+        crate::ground::set_worker(std::ptr::from_ref(&local).cast());
+        if local.stealable {
+            // A migratable coroutine may end here with a stack another worker took: the pool
+            // that hands a kept stack on when the thread exits must exist (its first use makes
+            // it).
+            crate::stack::thread_stats();
+        }
         let watch = &local.me().preempt;
         local.slices.publish_thread(watch);
         local.main_loop();
         local.shut_down();
         local.slices.withdraw_thread(watch);
-        LOCAL.with(|l| l.set(std::ptr::null()));
+        crate::ground::set_worker(std::ptr::null());
     }
 
     /// How many tasks wait in the run queue, besides the running one: a waiter that finds
@@ -340,6 +347,10 @@ impl Local {
         let outcome = if task.state.is_unstarted() {
             self.start(&task)
         } else {
+            if task.slot.load(Ordering::Relaxed) == usize::MAX {
+                // A migratable task that was offered to other workers (`settle.rs`).
+                self.adopt(&task);
+            }
             self.slices.cover(watch, &task, || self.timers().next_deadline());
             // SAFETY: we dequeued the task, so we are the one worker that may run it.
             let co = unsafe { task.coroutine() };

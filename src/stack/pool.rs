@@ -135,7 +135,10 @@ fn with_pool<T>(f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
 }
 
 /// Takes a booted stack of at least `size` usable bytes (already validated) from this thread's
-/// pool, booting new ones when it is empty.
+/// pool, booting new ones when it is empty. Never inlined (nor is [`give`]): a migratable
+/// coroutine may resume on another thread between two calls, and an inlined thread-local
+/// address could be kept across that switch (see `crate::ground`).
+#[inline(never)]
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
     let stride = stride_for(size);
     {
@@ -170,9 +173,11 @@ pub(crate) fn take(size: usize) -> io::Result<Stack> {
 }
 
 /// Gives an idle stack (its trampoline waiting for a job) back to this thread: as the spare
-/// if there is none, else to the pool. A thread gives back only stacks it took (coroutines
-/// never change threads once started), and its first take made its pool, whose destructor
-/// hands the spare on when the thread exits.
+/// if there is none, else to the pool. A thread usually gives back only stacks it took, and
+/// its first take made its pool, whose destructor hands the spare on when the thread exits; a
+/// migratable coroutine may end on another worker than the one that took its stack, so
+/// workers of runtimes that can move coroutines make their pool when they start.
+#[inline(never)]
 pub(crate) fn give(stack: Stack) {
     let _off = crate::ground::RuntimeGuard::new();
     if SPARE.with(|s| s.stack.get().is_none() && !s.pool_gone.get()) {

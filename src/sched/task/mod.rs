@@ -91,6 +91,14 @@ pub(crate) struct Task {
     // Its lifecycle: any thread, through `State`'s transitions.
     /// Its lifecycle bits and owner (see `state.rs`).
     pub state: State,
+    /// Whether its spawner declared it free of thread affinity ([`Builder::migratable`]): its
+    /// worker may then hand it to another at a safe point (`worker::settle`). Set before the
+    /// task is queued; read by the worker that runs it.
+    ///
+    /// [`Builder::migratable`]: crate::Builder::migratable
+    pub migratable: AtomicBool,
+    /// How many times it resumed on another worker than the one it last ran on.
+    pub moves: AtomicU64,
     /// Its outcome, written once by the task before `State::complete`, then the joiner's.
     outcome: UnsafeCell<Option<Outcome>>,
     /// The waiting joiner's unparker, written by the joiner before `State::join_wait`, then
@@ -136,7 +144,8 @@ pub(crate) struct Task {
 }
 
 // SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
-// task in its run queue (before the first run, whichever worker dequeues it; after, its owner),
+// task in its run queue (before the first run, whichever worker dequeues it; after, its owner,
+// which changes only while the task waits in a locked stealable queue: see `worker::settle`),
 // never concurrently; the coroutine is made on the worker that first runs it. `outcome` and
 // `joiner` are handed between the task and its single joiner by `state` (see `state.rs`).
 // Every other field is atomic.
@@ -178,6 +187,8 @@ impl Task {
             name,
             rt,
             state: State::new(),
+            migratable: AtomicBool::new(false),
+            moves: AtomicU64::new(0),
             wait_seq: AtomicU64::new(0),
             slot: AtomicUsize::new(usize::MAX),
             deadline: Cell::new(None),
@@ -216,6 +227,8 @@ impl Task {
             name,
             rt: _,
             state,
+            migratable,
+            moves,
             wait_seq,
             slot,
             deadline,
@@ -239,6 +252,8 @@ impl Task {
         *id = new_id;
         *name = new_name;
         state.reset();
+        *migratable.get_mut() = false;
+        *moves.get_mut() = 0;
         *wait_seq.get_mut() = 0;
         *slot.get_mut() = usize::MAX;
         deadline.set(None);

@@ -1,6 +1,28 @@
 //! After a task switched out: where it goes (a queue, parked, asleep, or out of the registry
 //! when it ended), and the registry of the live tasks a worker owns, which shutdown walks and
 //! placement counts (`steal.rs`, "Where a task starts").
+//!
+//! # Moving a migratable task
+//!
+//! A task spawned [migratable](crate::Builder::migratable) whose slice ended at a safe point
+//! (`Action::Preempted` from `checkpoint`, not from the signal handler, not to make way for a
+//! timer) goes to its worker's stealable queue instead of the run queue when another worker,
+//! not running a hog, has less to run by two or more (idle counts as nothing): there the other
+//! workers' balance rule takes it, as it takes unstarted tasks (`steal.rs`); if nobody does,
+//! its own worker runs it in turn. Never inside a `preemptible` region (the region's frame and
+//! signal mask are this thread's), never during shutdown, never while unwinding (the tests'
+//! control that switches then). It leaves this worker's registry as it goes; the worker that
+//! resumes it next adopts it ([`Local::adopt`]): it takes `owner`, enters it in its own
+//! registry and counts the move, all before the task runs again, so every later wake-up
+//! (`worker::schedule` reads `owner`) goes to the new worker.
+//!
+//! What makes this sound: the task is runnable while it moves, so no timer, waiter or waker of
+//! the old worker refers to it (parked and sleeping tasks are never moved, and a stale timer
+//! finds a newer `wait_seq`); it has no channel node linked (every channel, `select` and
+//! `join` takes its safe point before it links one), so `waitlist`'s same-worker tag stays
+//! right; the stealable queue's lock orders the old worker's last touch before the new one's
+//! first; and the runtime's code reads its thread-locals afresh after every switch (see
+//! `crate::ground`), so nothing of the old thread is used on the new one.
 
 use super::Local;
 use crate::coroutine::CoroutineResult;
@@ -50,6 +72,8 @@ impl Local {
                     if let Some(earlier) = self.made_way().replace(task) {
                         self.queue().push_front(earlier);
                     }
+                } else if !signal && self.may_move(&task) {
+                    self.offer(task);
                 } else {
                     self.push_back(task);
                 }
@@ -90,6 +114,57 @@ impl Local {
         // SAFETY: we dequeued the task, so we are the one worker that may run it.
         unsafe { *task.coroutine() = Some(co) };
         Some(outcome)
+    }
+
+    /// Whether `task`, preempted at a safe point, should be offered to another worker (see the
+    /// module docs): it is migratable and may move now, and another worker has less to run by
+    /// two or more, counting `task` as this worker's.
+    fn may_move(&self, task: &Task) -> bool {
+        if !self.stealable
+            || !task.migratable.load(Ordering::Relaxed)
+            || task.region_cfa.load(Ordering::Relaxed) != 0
+            || self.rt.shutdown.load(Ordering::Acquire)
+            || crate::coroutine::SWITCH_WHILE_UNWINDING.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let mine = self.queue().len() + usize::from(self.made_way().is_some()) + self.fresh_len() + 1;
+        self.rt.workers.iter().enumerate().any(|(i, w)| {
+            i != self.index && !super::steal::hogging(w) && {
+                let theirs = if w.is_idle() {
+                    0
+                } else {
+                    w.published.started.load(Ordering::Relaxed) + w.fresh.len()
+                };
+                theirs + 1 < mine
+            }
+        })
+    }
+
+    /// Offers a migratable `task` to other workers: out of this worker's registry and into its
+    /// stealable queue, waking an idle worker to take it.
+    fn offer(&self, task: Arc<Task>) {
+        if task.slot.load(Ordering::Relaxed) != usize::MAX {
+            self.unregister(&task);
+            task.slot.store(usize::MAX, Ordering::Relaxed);
+        }
+        self.push_started_stealable(task);
+    }
+
+    /// A started task dequeued here was offered (it is in no registry): this worker takes it
+    /// for good (until it moves again) before it resumes: `owner` and the count of moves if it
+    /// last ran elsewhere (so wake-ups come here), and a slot in the registry (so shutdown
+    /// cancels it; one taken during shutdown, which missed that round, is cancelled at once).
+    #[cold]
+    pub(super) fn adopt(&self, task: &Arc<Task>) {
+        if task.state.owner() != self.index {
+            task.state.adopt(self.index);
+            task.moves.fetch_add(1, Ordering::Relaxed);
+        }
+        self.register(task);
+        if self.rt.shutdown.load(Ordering::Acquire) {
+            task.cancel();
+        }
     }
 
     /// Enters a task in the registry of live tasks this worker owns.

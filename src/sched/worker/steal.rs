@@ -4,7 +4,9 @@
 //! # Who holds what
 //!
 //! - `Local::queue` (thread-local, no lock) holds tasks that have started on this worker:
-//!   yielded, preempted, or woken. They never leave it.
+//!   yielded, preempted, or woken. They never leave it. (A migratable task preempted at a
+//!   safe point may be offered in `fresh` instead: see `settle.rs`. Such a task keeps its
+//!   `owner`, so a join never runs it in place, and placement leaves it where it is.)
 //! - `WorkerShared::fresh` (a [`Fresh`]: a `Mutex<VecDeque>` with a length hint) holds the
 //!   worker's unstarted tasks. The owner pushes its spawns at the back and pops at the front
 //!   (its FIFO turn) or at either end (a join in place); threads outside the runtime push at
@@ -37,12 +39,12 @@
 //! drops below the hog's: an idle one at once (the hog report wakes one), a busy one as its
 //! own tasks end.
 //!
-//! Since a started task never moves, the share must be settled before the tasks start. So the
-//! owner holds back too: while its load exceeds that of a lighter worker (one not running a
-//! reported hog) by two or more, it runs its started tasks before its unstarted ones, leaving
-//! those for the lighter worker's next decision (and wakes it if it idles). It stops holding
-//! back once that worker made two decisions without taking them, or after
-//! [`HOLD_BACK_MAX`]; with no started task to run, it starts one at once. This is the one
+//! Since a started task never moves (unless migratable), the share must be settled before the
+//! tasks start. So the owner holds back too: while its load exceeds that of a lighter worker
+//! (one not running a reported hog) by two or more, it runs its started tasks before its
+//! unstarted ones, leaving those for the lighter worker's next decision (and wakes it if it
+//! idles). It stops holding back once that worker made two decisions without taking them, or
+//! after [`HOLD_BACK_MAX`]; with no started task to run, it starts one at once. This is the one
 //! exception to its FIFO order.
 //!
 //! A spawn that leaves two or more unstarted tasks on its worker, and a hog report, wake an
@@ -105,7 +107,7 @@ pub(crate) struct Fresh {
 #[derive(Default)]
 pub(crate) struct Published {
     /// Its started tasks that are queued or running (a hint).
-    started: AtomicUsize,
+    pub(super) started: AtomicUsize,
     /// Its count of queued tasks (stamps), as last published.
     tick: AtomicU64,
     /// How many scheduling decisions it made (each publishes).
@@ -141,7 +143,7 @@ fn share(fresh: usize, started: usize, mine: usize) -> usize {
 const HOLD_BACK_MAX: Duration = Duration::from_millis(50);
 
 /// Whether worker `w` runs a coroutine the timer thread reported as a hog.
-fn hogging(w: &WorkerShared) -> bool {
+pub(super) fn hogging(w: &WorkerShared) -> bool {
     let watch = &w.preempt;
     let hog = watch.hog_seq.load(Ordering::Relaxed);
     hog != 0 && hog == watch.slice_seq.load(Ordering::Relaxed) && watch.running.load(Ordering::Relaxed) != IDLE
@@ -238,6 +240,19 @@ impl Local {
         }
     }
 
+    /// Offers a started migratable task to other workers (`settle.rs`): at the back of the
+    /// stealable queue, stamped like any queued task, waking an idle worker to take it. On its
+    /// own worker it runs in its turn if nobody does.
+    pub(super) fn push_started_stealable(&self, task: Arc<Task>) {
+        self.stamp(&task);
+        let fresh = &self.me().fresh;
+        let mut q = fresh.lock();
+        q.push_back(task);
+        fresh.len.store(q.len(), Ordering::SeqCst);
+        drop(q);
+        self.rt.nudge_idle(self.index);
+    }
+
     /// When this worker is about to be busy and unstarted tasks wait here, wakes an idle
     /// worker to take some.
     pub(super) fn nudge_if_waiting(&self) {
@@ -297,6 +312,9 @@ impl Local {
     /// Where an unstarted task this worker is about to start goes for good: here, or to a
     /// worker with fewer live started tasks (see the module docs). `None`: it went there.
     fn place(&self, task: Arc<Task>) -> Option<Arc<Task>> {
+        if !task.state.is_unstarted() {
+            return Some(task); // a migratable task offered here: it is runnable where it is
+        }
         let mine = self.me().published.live.load(Ordering::Relaxed);
         // Only between workers with nothing else to run: runnable load is what the steals
         // and the hold-back balance, and between busy workers a parked coroutine (a joiner, a

@@ -182,7 +182,9 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A random index below `n` (`n > 0`).
+/// A random index below `n` (`n > 0`). Never inlined: its thread-local's address must not be
+/// kept across a migratable coroutine's switch (see `crate::ground`).
+#[inline(never)]
 fn random_below(n: usize) -> usize {
     RNG.with(|rng| {
         let mut x = rng.get();
