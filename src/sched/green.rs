@@ -64,15 +64,9 @@ where
 /// A handle to a coroutine that was spawned while its runtime was shutting down: it has ended
 /// already, never started, and was never counted as alive.
 fn not_started<T>(rt: &Arc<Shared>, entry: fn() -> &'static str) -> JoinHandle<T> {
-    let body: Body = Box::new(|| {});
-    let task = Arc::new(Task::new(
-        coroutine::next_id(),
-        None,
-        entry,
-        rt.clone(),
-        rt.stack_size,
-        body,
-    ));
+    let body = Body::new(|| {});
+    let task = Task::new(coroutine::next_id(), None, entry, rt.clone(), rt.stack_size, body);
+    let task = Arc::new(task.unwrap_or_else(|e| panic!("sigcoro::spawn: {e}")));
     // SAFETY: nobody else has the task yet.
     drop(unsafe { task.body().take() });
     task.deliver(Err(JoinErrorKind::NotStarted));

@@ -69,7 +69,7 @@ pub(crate) fn start_coroutine(task: &Task, on_stack: impl FnOnce()) -> Option<co
     let body = unsafe { task.body().take() }.expect("an unstarted task has its body");
     let entry = move |y: &Yielder<(), Action>, ()| {
         current_task().expect("a task runs on its worker").yielder.set(y);
-        body()
+        body.run()
     };
     let started = coroutine::start_checked(task.id, task.name.as_deref(), task.stack_size, entry, (), |lo, hi| {
         task.stack_lo.store(lo, Ordering::Relaxed);

@@ -8,9 +8,12 @@
 //! [`CAP`] tasks per worker; [`crate::stack::release_idle_memory`] empties the caller's list and
 //! asks every worker to empty its own when it next goes idle.
 
+pub(crate) mod slab;
+
 use super::task::{Body, Task};
 use super::worker::{self, Shared};
 use std::cell::UnsafeCell;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,8 +45,9 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
     CACHE.try_with(|c| f(unsafe { &mut *c.get() })).ok()
 }
 
-/// A new task, on a kept record when this thread is a worker of `rt` and has one.
-/// `here` is the calling worker if it belongs to `rt`; the caller holds preemption off.
+/// A new task, on a kept record when this thread is a worker of `rt` and has one, else on a
+/// record from the slab. `here` is the calling worker if it belongs to `rt`; the caller holds
+/// preemption off. Fails only when the slab needs a chunk the kernel will not map.
 pub(crate) fn new_task(
     here: Option<&worker::Local>,
     id: u64,
@@ -52,15 +56,52 @@ pub(crate) fn new_task(
     rt: &Arc<Shared>,
     stack_size: usize,
     body: Body,
-) -> Arc<Task> {
+) -> io::Result<Arc<Task>> {
     if here.is_some()
         && let Some(task) = with_cache(|c| c.tasks.pop()).flatten()
     {
         // SAFETY: only unique tasks are kept (see `give_back`), and nobody got a reference since.
         unsafe { unique(&task) }.reuse(id, name, entry, stack_size, body);
-        return task;
+        return Ok(task);
     }
-    Arc::new(Task::new(id, name, entry, rt.clone(), stack_size, body))
+    pretouch_heap();
+    Task::new(id, name, entry, rt.clone(), stack_size, body).map(Arc::new)
+}
+
+/// Heap bytes touched ahead for the blocks of new tasks (below glibc's mmap and trim
+/// thresholds, 128 KiB, so the block comes from the top of the thread's arena and goes back
+/// there).
+const PRETOUCH: usize = 60 * 1024;
+
+thread_local! {
+    /// Heap bytes new tasks took since the last `pretouch_heap` went ahead of them.
+    static TOUCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Once in [`PRETOUCH`] bytes of new task blocks, takes a block of that size from the heap,
+/// has the kernel populate it in one call, and frees it. An allocator that carves small blocks
+/// from the top of a contiguous heap (glibc's arenas) then hands the next tasks' blocks out of
+/// memory already writable and faulted in, instead of growing its heap by one `mprotect` and
+/// one page fault per 4 KiB; elsewhere it costs a short-lived allocation.
+#[inline(never)]
+fn pretouch_heap() {
+    let due = TOUCHED.with(|t| {
+        let n = t.get() + size_of::<Task>() + 2 * size_of::<usize>();
+        t.set(if n >= PRETOUCH { 0 } else { n });
+        n >= PRETOUCH
+    });
+    if !due {
+        return;
+    }
+    let block = Vec::<u8>::with_capacity(PRETOUCH);
+    let start = (block.as_ptr() as usize).next_multiple_of(crate::stack::page_size());
+    let end = (block.as_ptr() as usize + PRETOUCH) & !(crate::stack::page_size() - 1);
+    if end > start {
+        // SAFETY: the range lies inside the block we own; populating it only commits its
+        // memory (it fails harmlessly on kernels older than 5.14).
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
+    }
+    drop(block);
 }
 
 /// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,
@@ -105,17 +146,21 @@ pub(crate) fn release_all() {
 }
 
 /// Empties this thread's list if `release_all` was called since it last looked (from a worker's
-/// own stack, or with preemption off).
+/// own stack, or with preemption off), and gives the records back to the slab, which unmaps
+/// the chunks left with none in use.
 pub(crate) fn release_if_asked() {
     let epoch = RELEASE_EPOCH.load(Ordering::Relaxed);
     let kept = with_cache(|c| {
         if c.epoch == epoch {
-            return Vec::new();
+            return None;
         }
         c.epoch = epoch;
-        std::mem::take(&mut c.tasks)
+        Some(std::mem::take(&mut c.tasks))
     });
-    drop(kept); // outside the borrow
+    if let Some(Some(kept)) = kept {
+        drop(kept); // outside the borrow
+        slab::release_idle();
+    }
 }
 
 /// How many finished tasks this thread keeps.

@@ -13,7 +13,7 @@
 //! kernels. The header holds the two saved contexts and what an overflow report needs.
 
 pub(crate) mod boot;
-mod limits;
+pub(crate) mod limits;
 pub(crate) mod overflow;
 pub(crate) mod pool;
 pub(crate) mod reserve;

@@ -133,7 +133,7 @@ impl Builder {
             Some(size) => crate::stack::validate_size(size)?,
             None => rt.stack_size,
         };
-        let body: Body = Box::new(move || run_task_body(f));
+        let body = Body::new(move || run_task_body(f));
         let name = self.name.map(String::into_boxed_str);
         // On one of this runtime's own workers, the task may be a kept record, the spawn is
         // counted by that worker alone, and the task queues there. None of that may be cut by
@@ -148,7 +148,7 @@ impl Builder {
             rt,
             stack_size,
             body,
-        );
+        )?;
         worker::count_spawn(here, rt);
         if self.migratable {
             // Published to whichever worker dequeues it by the queue's lock.

@@ -25,20 +25,22 @@
 //! Timers carry the task's `wait_seq` from when they were armed; a task bumps it each time it
 //! returns from a wait, so a stale timer finds a different number and does nothing.
 
+mod body;
 mod state;
 
+pub(crate) use body::{Body, Work};
 pub(crate) use state::{State, UNSTARTED};
 
 use super::worker;
 use crate::coroutine::{Coroutine, Yielder};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Instant;
-
-/// A task's whole work, type-erased: run the user's closure and deliver its outcome.
-pub(crate) type Body = Box<dyn FnOnce() + Send>;
 
 /// What a task's coroutine asks of its worker when it suspends. It fits in a register, so it
 /// crosses the switch without a trip through memory (a value read back from the coroutine's
@@ -71,8 +73,14 @@ pub(crate) enum JoinErrorKind {
     NotStarted,
 }
 
-/// A spawned coroutine.
+/// A spawned coroutine. The `Arc<Task>` block holds what every switch, park and wake of the
+/// task touches; the rest, its [`Record`], lives in the slab of task records
+/// (`recycle::slab`), not on the heap, and is reached through `Deref`. A storm of spawns on a
+/// fresh runtime then faults the records in a huge page at a time, not a 4 KiB page (and,
+/// with glibc, one `mprotect` of the thread's arena) at a time, while the hot paths read their
+/// fields without going through the record's pointer.
 pub(crate) struct Task {
+    rec: NonNull<Record>,
     // What it is: set at spawn (or reuse), read by anyone.
     /// Its id ([`GreenThread::id`](crate::GreenThread::id)).
     pub id: u64,
@@ -80,8 +88,6 @@ pub(crate) struct Task {
     pub name: Option<Box<str>>,
     /// The runtime this task belongs to.
     pub rt: Arc<worker::Shared>,
-    /// The stack size its coroutine gets when it first runs.
-    pub stack_size: usize,
     /// The type name of the closure it was spawned with, for hog reports.
     pub entry: Cell<fn() -> &'static str>,
     /// What the layers below `sched` touch of the task (its no-preempt depth, own thread
@@ -97,25 +103,13 @@ pub(crate) struct Task {
     ///
     /// [`Builder::migratable`]: crate::Builder::migratable
     pub migratable: AtomicBool,
-    /// How many times it resumed on another worker than the one it last ran on.
-    pub moves: AtomicU64,
-    /// Its outcome, written once by the task before `State::complete`, then the joiner's.
-    outcome: UnsafeCell<Option<Outcome>>,
-    /// The waiting joiner's unparker, written by the joiner before `State::join_wait`, then
-    /// the task's.
-    joiner: UnsafeCell<Option<super::park::Unparker>>,
     /// When it was last queued, in its queuing worker's count of queued tasks (runtimes with
     /// two or more workers): a worker runs the older of its two queues' first tasks (see
     /// `worker::steal`). Written by whoever queues it, read by the worker that pops it.
     pub stamp: AtomicU64,
-    /// How often this task was preempted (its own thread writes, anyone reads).
-    pub stats: crate::sched::stats::TaskCounters,
 
     // Its run: only the worker that runs it (before its first run, the one that dequeued it);
     // the signal handler reads some of these, on that same thread.
-    /// What the task runs, until its coroutine is made: a task gets a stack only when a worker
-    /// first runs it, so a storm of spawned tasks reuses a few warm stacks.
-    body: UnsafeCell<Option<Body>>,
     /// Its coroutine, from its first run.
     coroutine: UnsafeCell<Option<Coroutine<(), Action, ()>>>,
     /// The coroutine's yielder, set when it starts.
@@ -136,22 +130,77 @@ pub(crate) struct Task {
     /// canonical frame address of the region's closure, where the handler's stack walk ends;
     /// 0 outside a region.
     pub region_cfa: AtomicUsize,
-    /// The coroutine's stack, `[lo, hi)`, once it has one.
+}
+
+/// The part of a task that its hot paths do not touch at every switch, in the slab of task
+/// records (see [`Task`]).
+pub(crate) struct Record {
+    /// The stack size its coroutine gets when it first runs.
+    pub stack_size: usize,
+    /// What the task runs, until its coroutine is made (a task gets a stack only when a worker
+    /// first runs it, so a storm of spawned tasks reuses a few warm stacks); then its outcome,
+    /// written once by the task before `State::complete`, then the joiner's.
+    work: UnsafeCell<Work>,
+    /// The waiting joiner's unparker, written by the joiner before `State::join_wait`, then
+    /// the task's.
+    joiner: UnsafeCell<Option<super::park::Unparker>>,
+    /// How often this task was preempted (its own thread writes, anyone reads).
+    pub stats: crate::sched::stats::TaskCounters,
+    /// How many times it resumed on another worker than the one it last ran on.
+    pub moves: AtomicU64,
+    /// The coroutine's stack, `[lo, hi)`, once it has one (its running worker).
     pub stack_lo: AtomicUsize,
     pub stack_hi: AtomicUsize,
-    /// Its `coroutine_local!` values, made on first use.
+    /// Its `coroutine_local!` values, made on first use (its running worker).
     pub locals: UnsafeCell<Option<Box<super::coroutine_local::Locals>>>,
 }
 
-// SAFETY: `body`, `coroutine` and `yielder` are touched only by the one worker that holds the
-// task in its run queue (before the first run, whichever worker dequeues it; after, its owner,
-// which changes only while the task waits in a locked stealable queue: see `worker::settle`),
-// never concurrently; the coroutine is made on the worker that first runs it. `outcome` and
-// `joiner` are handed between the task and its single joiner by `state` (see `state.rs`).
-// Every other field is atomic.
+// SAFETY: a `Task` owns its record as a `Box` would. `coroutine`, `yielder`, `deadline`,
+// `preempted` and `entry` are touched only by the one worker that holds the task in its run
+// queue (before the first run, whichever worker dequeues it; after, its owner, which changes
+// only while the task waits in a locked stealable queue: see `worker::settle`), never
+// concurrently, or written through `&mut Task` (`reuse`) and read-only while it is shared;
+// the coroutine is made on the worker that first runs it. Every other field is atomic.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
+
+// SAFETY: `work` (the body) is touched only by the one worker that holds the task in its run
+// queue, as the coroutine (see `Task`); the outcome in `work` and `joiner` are handed between
+// the task and its single joiner by `state` (see `state.rs`). `locals` is its running
+// worker's; every other field is atomic.
+unsafe impl Send for Record {}
+// SAFETY: as above.
+unsafe impl Sync for Record {}
+
+impl Deref for Task {
+    type Target = Record;
+
+    #[inline(always)]
+    fn deref(&self) -> &Record {
+        // SAFETY: the record was initialised by `Task::new` and lives until `Task`'s drop.
+        unsafe { self.rec.as_ref() }
+    }
+}
+
+impl DerefMut for Task {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut Record {
+        // SAFETY: as for `deref`, and `&mut self` makes the borrow unique.
+        unsafe { self.rec.as_mut() }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // SAFETY: the record is initialised and owned by this task alone; it is dropped once,
+        // and its memory goes back to the slab it came from only after that.
+        unsafe {
+            std::ptr::drop_in_place(self.rec.as_ptr());
+            super::recycle::slab::free(self.rec);
+        }
+    }
+}
 
 impl Task {
     /// The task whose header is at `header` (null for null).
@@ -174,6 +223,8 @@ impl Task {
         &self.header
     }
 
+    /// A new task, on a record taken from the slab. Fails when the slab needs memory and the
+    /// kernel refuses it (the error says which limit it hit).
     pub(crate) fn new(
         id: u64,
         name: Option<Box<str>>,
@@ -181,39 +232,44 @@ impl Task {
         rt: Arc<worker::Shared>,
         stack_size: usize,
         body: Body,
-    ) -> Task {
-        Task {
+    ) -> io::Result<Task> {
+        let rec = super::recycle::slab::alloc()?;
+        let record = Record {
+            stack_size,
+            work: UnsafeCell::new(Work::Body(body)),
+            joiner: UnsafeCell::new(None),
+            stats: crate::sched::stats::TaskCounters::default(),
+            moves: AtomicU64::new(0),
+            stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
+            locals: UnsafeCell::new(None),
+        };
+        // SAFETY: `alloc` returned memory for one record that nobody else owns.
+        unsafe { rec.as_ptr().write(record) };
+        Ok(Task {
+            rec,
             id,
             name,
             rt,
+            entry: Cell::new(entry),
+            header: crate::ground::TaskHeader::new(),
             state: State::new(),
             migratable: AtomicBool::new(false),
-            moves: AtomicU64::new(0),
-            wait_seq: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
+            coroutine: UnsafeCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
             slot: AtomicUsize::new(usize::MAX),
             deadline: Cell::new(None),
-            yielder: Cell::new(std::ptr::null()),
-            outcome: UnsafeCell::new(None),
-            joiner: UnsafeCell::new(None),
-            header: crate::ground::TaskHeader::new(),
-            in_handler: AtomicBool::new(false),
+            wait_seq: AtomicU64::new(0),
             preempted: Cell::new(false),
+            in_handler: AtomicBool::new(false),
             region_cfa: AtomicUsize::new(0),
-            entry: Cell::new(entry),
-            stack_lo: AtomicUsize::new(0),
-            stack_hi: AtomicUsize::new(0),
-            stats: crate::sched::stats::TaskCounters::default(),
-            locals: UnsafeCell::new(None),
-            stack_size,
-            stamp: AtomicU64::new(0),
-            body: UnsafeCell::new(Some(body)),
-            coroutine: UnsafeCell::new(None),
-        }
+        })
     }
 
-    /// Makes a finished task new again in place, keeping its allocation and its runtime
+    /// Makes a finished task new again in place, keeping its allocations and its runtime
     /// handle (no reference count is touched). Every field is named, so a field added to
-    /// `Task` must be reset here too.
+    /// `Task` or `Record` must be reset here too.
     pub(crate) fn reuse(
         &mut self,
         new_id: u64,
@@ -222,57 +278,58 @@ impl Task {
         new_stack_size: usize,
         new_body: Body,
     ) {
+        let Record {
+            stack_size,
+            work,
+            joiner,
+            stats,
+            moves,
+            stack_lo,
+            stack_hi,
+            locals,
+        } = &mut **self;
+        *stack_size = new_stack_size;
+        *work.get_mut() = Work::Body(new_body);
+        *joiner.get_mut() = None;
+        stats.reset();
+        *moves.get_mut() = 0;
+        *stack_lo.get_mut() = 0;
+        *stack_hi.get_mut() = 0;
+        *locals.get_mut() = None;
         let Task {
+            rec: _,
             id,
             name,
             rt: _,
+            entry,
+            header,
             state,
             migratable,
-            moves,
-            wait_seq,
+            stamp,
+            coroutine,
+            yielder,
             slot,
             deadline,
-            yielder,
-            header,
-            in_handler,
+            wait_seq,
             preempted,
+            in_handler,
             region_cfa,
-            entry,
-            stack_lo,
-            stack_hi,
-            stats,
-            locals,
-            stack_size,
-            stamp,
-            body,
-            outcome,
-            joiner,
-            coroutine,
         } = self;
         *id = new_id;
         *name = new_name;
+        entry.set(new_entry);
+        *header.preempt_off.get_mut() = 1;
         state.reset();
         *migratable.get_mut() = false;
-        *moves.get_mut() = 0;
-        *wait_seq.get_mut() = 0;
+        *stamp.get_mut() = 0;
+        *coroutine.get_mut() = None;
+        yielder.set(std::ptr::null());
         *slot.get_mut() = usize::MAX;
         deadline.set(None);
-        yielder.set(std::ptr::null());
-        *header.preempt_off.get_mut() = 1;
-        *in_handler.get_mut() = false;
+        *wait_seq.get_mut() = 0;
         preempted.set(false);
+        *in_handler.get_mut() = false;
         *region_cfa.get_mut() = 0;
-        entry.set(new_entry);
-        *stack_lo.get_mut() = 0;
-        *stack_hi.get_mut() = 0;
-        stats.reset();
-        *locals.get_mut() = None;
-        *stack_size = new_stack_size;
-        *stamp.get_mut() = 0;
-        *body.get_mut() = Some(new_body);
-        *outcome.get_mut() = None;
-        *joiner.get_mut() = None;
-        *coroutine.get_mut() = None;
     }
 
     /// Drops what a finished task may still hold (its name, coroutine-locals buffer, a joiner's
@@ -281,18 +338,19 @@ impl Task {
         self.name = None;
         *self.locals.get_mut() = None;
         *self.joiner.get_mut() = None;
-        *self.outcome.get_mut() = None;
+        *self.work.get_mut() = Work::Empty;
     }
 
-    /// The task's body, until its coroutine takes it.
+    /// Where the task's body waits until its coroutine takes it (`take`).
     ///
     /// # Safety
     ///
     /// As for [`Task::coroutine`].
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn body(&self) -> &mut Option<Body> {
-        // SAFETY: the caller is the one worker running this task.
-        unsafe { &mut *self.body.get() }
+    pub(crate) unsafe fn body(&self) -> &mut Work {
+        // SAFETY: the caller is the one worker running this task, which has not delivered its
+        // outcome yet (a task's outcome comes after its body is gone).
+        unsafe { &mut *self.work.get() }
     }
 
     /// The task's coroutine.
@@ -337,8 +395,14 @@ impl Task {
 
     /// Delivers the task's outcome (once, from the task) and wakes its joiner if one waits.
     pub(crate) fn deliver(&self, outcome: Outcome) {
-        // SAFETY: only the task writes the outcome, once, before DONE makes it the joiner's.
-        unsafe { *self.outcome.get() = Some(outcome) };
+        // SAFETY: only the task writes the outcome, once, before `complete` makes it the
+        // joiner's; its body is gone by then.
+        let work = unsafe { &mut *self.work.get() };
+        debug_assert!(
+            matches!(work, Work::Empty),
+            "a task delivers once, after its body is gone"
+        );
+        *work = Work::Outcome(outcome);
         if self.state.complete() {
             // SAFETY: a waiting joiner wrote its unparker and no longer touches it.
             if let Some(joiner) = unsafe { (*self.joiner.get()).take() } {
@@ -374,6 +438,9 @@ impl Task {
     pub(crate) fn take_outcome(&self) -> Outcome {
         assert!(self.is_done(), "the outcome of a task is taken once it is done");
         // SAFETY: done makes the outcome the (single) joiner's; the task no longer touches it.
-        unsafe { (*self.outcome.get()).take() }.expect("a task's outcome is taken once")
+        match std::mem::replace(unsafe { &mut *self.work.get() }, Work::Empty) {
+            Work::Outcome(outcome) => outcome,
+            _ => panic!("a task's outcome is taken once"),
+        }
     }
 }
