@@ -292,9 +292,10 @@ fn migratable_coroutines_keep_their_coroutine_locals_across_many_moves() {
                 for _ in 0..100 {
                     chunks += 1;
                     x = chunk(x);
-                    // (A yield, not a checkpoint: two coroutines that both take their slices at
-                    // checkpoints can starve one of them for seconds here, also before
-                    // migration existed; see the report of issue 13 item 2.)
+                    // A yield, not a checkpoint: with checkpoints here, a turn coroutine that
+                    // shared its worker with the mover was at times not resumed for the whole
+                    // 30 s (seen before migration existed too, with the mover pinned: a
+                    // scheduling bug of its own, not this test's subject).
                     sigcoro::yield_now();
                     assert_eq!(worker_index(), me, "a pinned coroutine changed thread");
                 }
