@@ -117,12 +117,16 @@ fn occupy_worker_1(rt: &Runtime, release: &Arc<AtomicBool>) -> sigcoro::JoinHand
 
 /// How many hogs, and their lengths in chunks: uneven, 1 to 8 times the shortest.
 const HOGS: usize = 8;
-const SHORT: usize = 100;
+const SHORT: usize = 200;
 
 /// What [`uneven_hogs`] saw.
 struct Run {
-    /// Chunks each worker ran while two or more hogs were left.
+    /// Chunks each worker ran while two or more hogs were left (after worker 1 was let go).
     busy: [usize; 2],
+    /// Of those chunks, how many saw a worker with no hog on it: every hog counts itself on
+    /// the worker of its last chunk (`located`), so a worker thread that the OS runs less
+    /// still counts as busy while hogs wait on it.
+    idle_seen: usize,
     /// Moves of all hogs together.
     moves: u64,
 }
@@ -130,7 +134,8 @@ struct Run {
 /// Issue 13's uneven load, made to appear after the hogs started: 8 hogs of lengths 1 to 8
 /// (chunks of arithmetic with a `checkpoint()` between them) on a 2-worker runtime with a 1 ms
 /// slice, all started on worker 0 while worker 1 is held by a coroutine without safe points,
-/// which then ends. Each chunk records which worker ran it and how many hogs were left then.
+/// which then ends. At each chunk a hog notes which worker ran it, how many hogs were left, and
+/// whether a worker had no hog on it.
 fn uneven_hogs(migratable: bool) -> Run {
     let rt = Runtime::builder()
         .workers(2)
@@ -140,23 +145,44 @@ fn uneven_hogs(migratable: bool) -> Run {
         .unwrap();
     let release = Arc::new(AtomicBool::new(false));
     let holder = occupy_worker_1(&rt, &release);
-    let r = release.clone();
+    let released = release.clone();
     let (run, started_on) = rt.block_on(move || {
+        // This coroutine runs on worker 0 (worker 1 is held).
+        let worker_0 = tid();
         let left = Arc::new(AtomicUsize::new(HOGS));
         let started = Arc::new(AtomicUsize::new(0));
+        let located: Arc<[AtomicUsize; 2]> = Default::default();
         let handles: Vec<_> = (0..HOGS)
             .map(|i| {
-                let (left, started) = (left.clone(), started.clone());
+                let (left, started, located, released) =
+                    (left.clone(), started.clone(), located.clone(), released.clone());
                 builder(migratable)
                     .spawn(move || {
-                        let first = (worker_index(), tid());
+                        let first = worker_index();
                         started.fetch_add(1, Ordering::SeqCst);
+                        let mut here = None;
+                        // (worker, hogs left, a worker without a hog seen) per counted chunk
                         let mut seen = Vec::new();
                         let mut x = i as u64 + 1;
                         for _ in 0..(i + 1) * SHORT {
                             x = chunk(x);
-                            seen.push((tid(), left.load(Ordering::SeqCst)));
+                            let w = usize::from(tid() != worker_0);
+                            if here != Some(w) {
+                                if let Some(old) = here {
+                                    located[old].fetch_sub(1, Ordering::SeqCst);
+                                }
+                                located[w].fetch_add(1, Ordering::SeqCst);
+                                here = Some(w);
+                            }
+                            let n = left.load(Ordering::SeqCst);
+                            if n >= 2 && released.load(Ordering::SeqCst) {
+                                let idle = located.iter().any(|l| l.load(Ordering::SeqCst) == 0);
+                                seen.push((w, idle));
+                            }
                             sigcoro::checkpoint();
+                        }
+                        if let Some(old) = here {
+                            located[old].fetch_sub(1, Ordering::SeqCst);
                         }
                         left.fetch_sub(1, Ordering::SeqCst);
                         (first, seen)
@@ -168,24 +194,21 @@ fn uneven_hogs(migratable: bool) -> Run {
         while started.load(Ordering::SeqCst) < HOGS {
             sigcoro::yield_now();
         }
-        r.store(true, Ordering::SeqCst);
-        let mut run = Run { busy: [0; 2], moves: 0 };
+        released.store(true, Ordering::SeqCst);
+        let mut run = Run {
+            busy: [0; 2],
+            idle_seen: 0,
+            moves: 0,
+        };
         let mut started_on = Vec::new();
-        let mut tids = Vec::new(); // worker 0's thread first (every hog starts there)
         for h in handles {
             let t = h.thread();
-            let ((first, first_tid), seen) = h.join().unwrap();
+            let (first, seen) = h.join().unwrap();
             run.moves += t.migrations();
             started_on.push(first);
-            for (tid, left) in std::iter::once((first_tid, 0)).chain(seen) {
-                let w = tids.iter().position(|&t| t == tid).unwrap_or_else(|| {
-                    tids.push(tid);
-                    tids.len() - 1
-                });
-                assert!(w < 2, "a hog ran outside the runtime's 2 workers");
-                if left >= 2 {
-                    run.busy[w] += 1;
-                }
+            for (w, idle) in seen {
+                run.busy[w] += 1;
+                run.idle_seen += usize::from(idle);
             }
         }
         (run, started_on)
@@ -198,15 +221,20 @@ fn uneven_hogs(migratable: bool) -> Run {
     run
 }
 
-/// The less busy worker's share of the chunks run while two or more hogs were left.
+/// The share of the chunks run while two or more hogs were left that saw a worker without a
+/// hog.
 fn idle_share(run: &Run) -> f64 {
-    let [a, b] = run.busy;
-    a.min(b) as f64 / (a + b).max(1) as f64
+    run.idle_seen as f64 / (run.busy[0] + run.busy[1]).max(1) as f64
 }
 
-/// With migratable hogs, worker 1 takes hogs from worker 0 once it is free: both workers run
-/// about half of the chunks run while two or more hogs are left (at least 30%, against 50% for
-/// a perfect split), and hogs moved. The control below runs the same program pinned.
+/// With migratable hogs, worker 1 takes hogs from worker 0 once it is free, and keeps some
+/// until fewer than two are left: of the chunks run while two or more were left, typically
+/// 1-7% saw a worker without a hog (the moments a hog is on its way, the first slice after
+/// worker 1 is let go); the test allows 50%, against 100% pinned, because on a loaded machine
+/// the idle worker's thread may wait tens of milliseconds for a CPU before it can take a hog
+/// (27% and 33% were each seen once in 18 runs at load 3-4, with the tests under `nice`).
+/// Worker 1 ran some of the chunks, and hogs moved. The control below runs the same program
+/// pinned.
 #[test]
 fn migratable_hogs_of_uneven_length_keep_both_workers_busy_while_two_remain() {
     let _one_at_a_time = serial();
@@ -214,21 +242,23 @@ fn migratable_hogs_of_uneven_length_keep_both_workers_busy_while_two_remain() {
     let run = uneven_hogs(true);
     let share = idle_share(&run);
     eprintln!(
-        "migratable: chunks per worker while >= 2 left {:?}, share {share:.2}, {} moves",
+        "migratable: chunks per worker while >= 2 left {:?}, {share:.3} of them saw a worker \
+         without a hog, {} moves",
         run.busy, run.moves
     );
     assert!(
-        share >= 0.3,
-        "the less busy worker ran {share:.2} of the chunks while two or more hogs were left \
-         ({:?}, {} moves)",
+        share <= 0.5,
+        "{share:.2} of the chunks run while two or more hogs were left saw a worker without a \
+         hog ({:?} per worker, {} moves)",
         run.busy,
         run.moves
     );
+    assert!(run.busy[1] > 0, "worker 1 ran no hog ({:?})", run.busy);
     assert!(run.moves > 0, "no hog moved ({:?})", run.busy);
 }
 
-/// The control: pinned, the hogs stay on worker 0, where they started, and worker 1 idles
-/// while all 8 remain: it runs (almost) none of their chunks, and nothing moves.
+/// The control: pinned, the hogs stay on worker 0, where they started, and worker 1 has none
+/// while all 8 remain: (nearly) every chunk saw a worker without a hog, and nothing moves.
 #[test]
 fn control_pinned_hogs_of_uneven_length_leave_a_worker_idle_while_two_remain() {
     let _one_at_a_time = serial();
@@ -236,14 +266,15 @@ fn control_pinned_hogs_of_uneven_length_leave_a_worker_idle_while_two_remain() {
     let run = uneven_hogs(false);
     let share = idle_share(&run);
     eprintln!(
-        "pinned: chunks per worker while >= 2 left {:?}, share {share:.2}",
+        "pinned: chunks per worker while >= 2 left {:?}, {share:.3} of them saw a worker without a hog",
         run.busy
     );
     assert!(
-        share < 0.05,
-        "pinned, the less busy worker still ran {share:.2} of the chunks ({:?})",
+        share >= 0.8,
+        "pinned, only {share:.2} of the chunks saw a worker without a hog ({:?})",
         run.busy
     );
+    assert_eq!(run.busy[1], 0, "pinned, worker 1 ran a hog");
     assert_eq!(run.moves, 0, "a pinned coroutine moved");
 }
 
@@ -292,9 +323,10 @@ fn migratable_coroutines_keep_their_coroutine_locals_across_many_moves() {
                 for _ in 0..100 {
                     chunks += 1;
                     x = chunk(x);
-                    // (A yield, not a checkpoint: two coroutines that both take their slices at
-                    // checkpoints can starve one of them for seconds here, also before
-                    // migration existed; see the report of issue 13 item 2.)
+                    // A yield, not a checkpoint: with checkpoints here, a turn coroutine that
+                    // shared its worker with the mover was at times not resumed for the whole
+                    // 30 s (seen before migration existed too, with the mover pinned: a
+                    // scheduling bug of its own, not this test's subject).
                     sigcoro::yield_now();
                     assert_eq!(worker_index(), me, "a pinned coroutine changed thread");
                 }

@@ -34,10 +34,9 @@ thread_local! {
 
 /// Runs `f` on this thread's list, unless the thread is exiting. The caller holds preemption
 /// off (a coroutine preempted inside would leave the list borrowed for the next one), or runs
-/// on the worker's own stack. Never inlined: a migratable coroutine may resume on another
-/// thread between two spawns, and an inlined thread-local address could be kept across that
-/// switch (see `crate::ground`).
-#[inline(never)]
+/// on the worker's own stack. Its callers (but the tests' `kept`) are never inlined: a
+/// migratable coroutine may resume on another thread between two spawns, and a thread-local
+/// address inlined into its code could be kept across that switch (see `crate::ground`).
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
     // SAFETY: the list is this thread's, no coroutine switch happens while `f` runs (see
     // above), and `f` (code of this module only) never re-enters `with_cache`: dropping a task
@@ -48,6 +47,7 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
 /// A new task, on a kept record when this thread is a worker of `rt` and has one, else on a
 /// record from the slab. `here` is the calling worker if it belongs to `rt`; the caller holds
 /// preemption off. Fails only when the slab needs a chunk the kernel will not map.
+#[inline(never)]
 pub(crate) fn new_task(
     here: Option<&worker::Local>,
     id: u64,
@@ -106,6 +106,7 @@ fn pretouch_heap() {
 
 /// Gives up a reference to a finished task; the last one, on a worker of the task's runtime,
 /// keeps the record for a later spawn.
+#[inline(never)]
 pub(crate) fn give_back(task: Arc<Task>) {
     // A plain load first: only the last holder keeps the record, and only on its own runtime.
     if Arc::strong_count(&task) != 1 || !worker::local().is_some_and(|l| Arc::ptr_eq(&l.rt, &task.rt)) {
@@ -148,6 +149,7 @@ pub(crate) fn release_all() {
 /// Empties this thread's list if `release_all` was called since it last looked (from a worker's
 /// own stack, or with preemption off), and gives the records back to the slab, which unmaps
 /// the chunks left with none in use.
+#[inline(never)]
 pub(crate) fn release_if_asked() {
     let epoch = RELEASE_EPOCH.load(Ordering::Relaxed);
     let kept = with_cache(|c| {

@@ -217,6 +217,9 @@ pub(crate) fn also_release(release: fn()) {
 /// stay booted; the next coroutines on them fault their pages back in. Also frees the records
 /// of finished coroutines that workers keep for reuse (this thread's at once, every other
 /// worker's when it next goes idle). Useful after a spike of coroutines.
+// Never inlined (nor is `thread_stats`): a migratable coroutine may call it, and a thread-local
+// address inlined into its code could be kept across a switch (see `crate::ground`).
+#[inline(never)]
 pub fn release_idle_memory() {
     if let Some(release) = ALSO_RELEASE.get() {
         release();
@@ -234,6 +237,7 @@ pub fn release_idle_memory() {
 }
 
 /// This thread's pool statistics.
+#[inline(never)]
 pub fn thread_stats() -> PoolStats {
     with_pool(|pool| {
         let spare = SPARE.with(|s| s.stack.get().is_some());
