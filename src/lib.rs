@@ -104,6 +104,7 @@ pub use sched::scope::{Scope, ScopedJoinHandle, scope};
 #[doc(hidden)]
 pub mod __test {
     pub use crate::sched::park::{spin_while_unwinding_for_tests, switch_while_unwinding_for_tests};
+    pub use crate::sched::worker::spent_slices_go_on_for_tests;
 
     /// The slab of task records, process-wide: (records out of it, in tasks or in threads'
     /// free lists; bytes of chunks mapped).

@@ -36,6 +36,7 @@ mod steal;
 pub(crate) mod watch;
 
 pub(crate) use inline::run_if_unstarted_here;
+pub use settle::spent_slices_go_on_for_tests;
 pub(crate) use shared::{PreemptConfig, Shared, WorkerShared};
 
 /// How many tasks a worker runs between looks at its remote queue, timers and steal requests.
@@ -71,6 +72,10 @@ pub(crate) struct Local {
     timer_woken: UnsafeCell<VecDeque<Arc<Task>>>,
     /// A task switched out to let timer-woken ones run: it goes on right after them.
     made_way: UnsafeCell<Option<Arc<Task>>>,
+    /// Set when a coroutine took the flag that ends the running slice: the next one to run
+    /// starts a new slice even if it was woken into this one (the timer thread flags a slice
+    /// once, so a coroutine going on in a spent slice would never be flagged again).
+    slice_spent: Cell<bool>,
     /// Whether timers are firing now (their wake-ups go to `timer_woken`).
     firing: Cell<bool>,
     /// Set when a task that a joiner ran in its own place was preempted: the slice is over, and
@@ -215,6 +220,7 @@ impl Local {
             next: UnsafeCell::new(None),
             timer_woken: UnsafeCell::new(VecDeque::new()),
             made_way: UnsafeCell::new(None),
+            slice_spent: Cell::new(false),
             firing: Cell::new(false),
             slice_over: Cell::new(false),
             spin_pays: Cell::new(true),
@@ -286,8 +292,10 @@ impl Local {
             .take()
             .or_else(|| self.timer_woken().pop_front())
             .or_else(|| self.made_way().take());
+        // A woken coroutine goes on in the running slice, unless that slice is spent.
+        let new_slice = self.slice_spent.replace(false);
         match inherit {
-            Some(t) => Some((t, false)),
+            Some(t) => Some((t, new_slice)),
             None if self.stealable => Some((self.pop_queued(steal)?, true)),
             None => Some((self.queue().pop_front()?, true)),
         }

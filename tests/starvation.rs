@@ -1,0 +1,161 @@
+//! A coroutine woken by a timer inside another's slice may take that slice's preemption flag;
+//! the one that made way for it must then not go on in the spent slice, which the timer thread
+//! flags only once: it would never be flagged again and would keep its worker for good while
+//! the woken one waits in the queue (default, safe-point mode).
+
+mod common;
+
+use common::child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A few tens of microseconds of arithmetic.
+fn chunk(x: u64) -> u64 {
+    let mut x = x;
+    for _ in 0..20_000 {
+        x = std::hint::black_box(x)
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    x
+}
+
+/// The worker a coroutine runs on, from its thread's name (`starve-N`); pinned coroutines only.
+fn worker_index() -> usize {
+    let name = std::thread::current().name().unwrap_or("?").to_owned();
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// Two workers, 1 ms slices. Two "turn" coroutines, one per worker, take turns: the one whose
+/// turn it is computes 100 chunks with a `checkpoint()` each, hands the turn over and unparks
+/// the other; the other waits in `park_timeout(10 ms)`, so its timer often wakes it inside the
+/// slice of a spinner that shares its worker (a coroutine computing with a `checkpoint()` per
+/// chunk), and it may take that slice's flag. 200 turns are needed; a watchdog thread ends the
+/// process with exit code 3 ("STARVED") if no turn is taken for 3 s.
+fn workload() {
+    let rt = sigcoro::Runtime::builder()
+        .workers(2)
+        .preempt(Some(Duration::from_millis(1)))
+        .name("starve")
+        .build()
+        .unwrap();
+    let turns = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = turns.clone();
+    std::thread::spawn(move || {
+        let mut last = (0, std::time::Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = t.load(Ordering::SeqCst);
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(3) {
+                eprintln!("STARVED after {now} turns");
+                std::process::exit(3);
+            }
+        }
+    });
+    let turn = Arc::new(AtomicUsize::new(0));
+    let handles: Arc<std::sync::Mutex<[Option<sigcoro::GreenThread>; 2]>> = Default::default();
+    let ready = Arc::new(AtomicUsize::new(0));
+    let turner = |_: usize| {
+        let (turns, stop, turn, handles, ready) = (
+            turns.clone(),
+            stop.clone(),
+            turn.clone(),
+            handles.clone(),
+            ready.clone(),
+        );
+        rt.spawn(move || {
+            let me = worker_index();
+            handles.lock().unwrap()[me] = Some(sigcoro::current());
+            ready.fetch_add(1, Ordering::SeqCst);
+            while ready.load(Ordering::SeqCst) < 2 {
+                sigcoro::sleep(Duration::from_millis(1));
+            }
+            let mut x = me as u64;
+            while !stop.load(Ordering::SeqCst) {
+                if turn.load(Ordering::SeqCst) != me {
+                    sigcoro::park_timeout(Duration::from_millis(10));
+                    continue;
+                }
+                for _ in 0..100 {
+                    x = chunk(x);
+                    sigcoro::checkpoint();
+                }
+                turn.store(1 - me, Ordering::SeqCst);
+                if turns.fetch_add(1, Ordering::SeqCst) + 1 >= 200 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                let other = handles.lock().unwrap()[1 - me].clone();
+                if let Some(other) = other {
+                    other.unpark();
+                }
+            }
+            let all = handles.lock().unwrap().clone();
+            all.iter().flatten().for_each(sigcoro::GreenThread::unpark);
+            x
+        })
+    };
+    // Spawned from outside, they go to the two workers in turn.
+    let turners = [turner(0), turner(1)];
+    while ready.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A spinner started from a coroutine, which joins it.
+    let s = stop.clone();
+    let spinner = rt.spawn(move || {
+        sigcoro::spawn(move || {
+            let mut x = 3u64;
+            while !s.load(Ordering::SeqCst) {
+                x = chunk(x);
+                sigcoro::checkpoint();
+            }
+            x
+        })
+        .join()
+        .unwrap()
+    });
+    for t in turners {
+        t.join().unwrap();
+    }
+    spinner.join().unwrap();
+    println!("TURNS {}", turns.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_woken_coroutine_that_ends_the_slice_does_not_starve_behind_the_spinner() {
+    const TEST: &str = "a_woken_coroutine_that_ends_the_slice_does_not_starve_behind_the_spinner";
+    if child::is_child(TEST) {
+        return workload();
+    }
+    // Three children, each must take its 200 turns.
+    for _ in 0..3 {
+        let out = child::run(TEST, Duration::from_secs(60), &[]);
+        assert!(out.status.success() && out.stdout.contains("TURNS 2"), "{out:?}");
+    }
+}
+
+/// The control: with the spinner left in the spent slice (the hidden switch), a turn
+/// coroutine starves in at least one of five children.
+#[test]
+fn control_a_turn_starves_when_spent_slices_go_on() {
+    const TEST: &str = "control_a_turn_starves_when_spent_slices_go_on";
+    if child::is_child(TEST) {
+        sigcoro::__test::spent_slices_go_on_for_tests();
+        return workload();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let out = child::run(TEST, Duration::from_secs(60), &[]);
+        if out.status.code() == Some(3) && out.stderr.contains("STARVED") {
+            return;
+        }
+        seen.push(format!("{out:?}"));
+    }
+    panic!("the control never starved in 5 children:\n{}", seen.join("\n"));
+}
