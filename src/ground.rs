@@ -75,13 +75,12 @@ macro_rules! tls_word {
         #[inline(always)]
         fn $name() -> *const $ty {
             let p: *const $ty;
-            // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux,
+            // The block reads the thread pointer (`fs:0` holds its own address on x86-64 Linux,
             // glibc and musl alike) and adds the symbol's offset in the static TLS block, as
-            // the initial-exec model does; writes nothing but the output register (and the
-            // flags, which are not preserved). `nomem`: the two words it reads (the thread's
-            // own pointer, the offset's GOT slot) never change while the thread runs. Not
-            // `pure`, on purpose: the compiler must keep one block per use, in order with the
-            // switch's `asm!`.
+            // the initial-exec model does. `nomem`: the two words it reads (the thread's own
+            // pointer, the offset's GOT slot) never change while the thread runs. Not `pure`,
+            // on purpose: the compiler must keep one block per use, in order with the switch.
+            // SAFETY: reads two constant words and writes only the output register and flags.
             unsafe {
                 std::arch::asm!(
                     "mov {p}, qword ptr fs:0",
@@ -119,10 +118,9 @@ tls_word! {
 /// This thread's interrupt flags.
 #[inline(always)]
 fn interrupt() -> &'static AtomicU8 {
-    // SAFETY: the word is this thread's, zero-initialised (a valid `AtomicU8`), 8-aligned and
-    // alive as long as the thread; only atomic operations touch it. The reference is used
-    // within the caller's expression and never kept across a switch (`'static` stands for "as
-    // long as the thread", and every caller re-derives it).
+    // The reference is used within the caller's expression and never kept across a switch
+    // (`'static` stands for "as long as the thread", and every caller re-derives it).
+    // SAFETY: this thread's zero-initialised (valid), 8-aligned word, alive with the thread.
     unsafe { &*interrupt_word() }
 }
 

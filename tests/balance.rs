@@ -10,39 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Aborts the process if the test is still running after `secs` seconds.
-struct Watchdog(Arc<AtomicBool>);
+mod common;
 
-impl Watchdog {
-    fn new(secs: u64, what: &'static str) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(secs);
-            while !d.load(Ordering::SeqCst) {
-                if Instant::now() > end {
-                    eprintln!("watchdog: {what} still running after {secs} s");
-                    std::process::abort();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Watchdog(done)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The tests here count which worker ran what: each runs alone, so that another test's
-/// spinning workers do not take the CPU a worker needs to take its share in time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::hang::{AbortAfter, one_at_a_time};
 
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_owned()
@@ -69,8 +39,8 @@ fn step(x: u64) -> u64 {
 /// release. So of 3 rounds at least 2 split 4:4, and none worse than 5:3.
 #[test]
 fn eight_hogs_spawned_from_one_coroutine_run_four_per_worker() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(120, "eight_hogs_spawned_from_one_coroutine_run_four_per_worker");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(120, "eight_hogs_spawned_from_one_coroutine_run_four_per_worker");
     let mut even_rounds = 0;
     for round in 0..3 {
         let rt = Runtime::builder()
@@ -126,8 +96,8 @@ fn eight_hogs_spawned_from_one_coroutine_run_four_per_worker() {
 /// other worker takes when that one ends.
 #[test]
 fn unstarted_coroutines_behind_a_hog_run_on_the_other_worker() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(60, "unstarted_coroutines_behind_a_hog_run_on_the_other_worker");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(60, "unstarted_coroutines_behind_a_hog_run_on_the_other_worker");
     let rt = Runtime::builder()
         .workers(2)
         .preempt(Some(Duration::from_millis(5)))
@@ -191,8 +161,8 @@ fn unstarted_coroutines_behind_a_hog_run_on_the_other_worker() {
 /// exactly once, none is stranded in a queue.
 #[test]
 fn stolen_coroutines_racing_a_shutdown_lose_no_closure() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(120, "stolen_coroutines_racing_a_shutdown_lose_no_closure");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(120, "stolen_coroutines_racing_a_shutdown_lose_no_closure");
     for round in 0..20 {
         // Outer closures, and the inner ones they spawn: made, and dropped (run or not).
         let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
@@ -251,8 +221,8 @@ impl Drop for Count {
 /// worker serves at least a quarter of 16 connections whose requests cost some computation.
 #[test]
 fn connection_coroutines_of_an_accept_loop_spread_over_the_workers() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(60, "connection_coroutines_of_an_accept_loop_spread_over_the_workers");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(60, "connection_coroutines_of_an_accept_loop_spread_over_the_workers");
     const CONNECTIONS: usize = 16;
     let server = Server::start("srv", true, CONNECTIONS, 2000);
     let clients: Vec<_> = (0..CONNECTIONS as u64)
@@ -284,8 +254,8 @@ fn connection_coroutines_of_an_accept_loop_spread_over_the_workers() {
 /// worker serves at least a quarter of them.
 #[test]
 fn long_lived_connections_arriving_one_at_a_time_spread_over_the_workers() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(
         60,
         "long_lived_connections_arriving_one_at_a_time_spread_over_the_workers",
     );
@@ -300,8 +270,8 @@ fn long_lived_connections_arriving_one_at_a_time_spread_over_the_workers() {
 /// connection on the acceptor's worker (or nearly: the first may go to the idle one).
 #[test]
 fn control_without_placement_keep_alive_connections_pile_up_on_one_worker() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(
         60,
         "control_without_placement_keep_alive_connections_pile_up_on_one_worker",
     );

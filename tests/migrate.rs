@@ -10,39 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Aborts the process if the test is still running after `secs` seconds.
-struct Watchdog(Arc<AtomicBool>);
+mod common;
 
-impl Watchdog {
-    fn new(secs: u64, what: &'static str) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(secs);
-            while !d.load(Ordering::SeqCst) {
-                if Instant::now() > end {
-                    eprintln!("watchdog: {what} still running after {secs} s");
-                    std::process::abort();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Watchdog(done)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The tests here count which worker ran what: each runs alone, so that another test's
-/// workers do not take the CPU a worker needs.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::hang::{AbortAfter, one_at_a_time};
+use common::spin::chunk;
 
 /// The calling thread's id, from the kernel. Not `std::thread::current()`: that reads a
 /// thread-local, whose address the compiler may keep across a safe point in a migratable
@@ -60,17 +31,6 @@ fn worker_index() -> usize {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(usize::MAX)
-}
-
-/// A chunk of arithmetic a hog repeats between safe points (tens of microseconds).
-fn chunk(x: u64) -> u64 {
-    let mut x = x;
-    for _ in 0..20_000 {
-        x = std::hint::black_box(x)
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-    }
-    x
 }
 
 /// A builder for a migratable coroutine, or a pinned one.
@@ -237,8 +197,8 @@ fn idle_share(run: &Run) -> f64 {
 /// pinned.
 #[test]
 fn migratable_hogs_of_uneven_length_keep_both_workers_busy_while_two_remain() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(120, "migratable_hogs_of_uneven_length_keep_both_workers_busy");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(120, "migratable_hogs_of_uneven_length_keep_both_workers_busy");
     let run = uneven_hogs(true);
     let share = idle_share(&run);
     eprintln!(
@@ -261,8 +221,8 @@ fn migratable_hogs_of_uneven_length_keep_both_workers_busy_while_two_remain() {
 /// while all 8 remain: (nearly) every chunk saw a worker without a hog, and nothing moves.
 #[test]
 fn control_pinned_hogs_of_uneven_length_leave_a_worker_idle_while_two_remain() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(120, "control_pinned_hogs_of_uneven_length_leave_a_worker_idle");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(120, "control_pinned_hogs_of_uneven_length_leave_a_worker_idle");
     let run = uneven_hogs(false);
     let share = idle_share(&run);
     eprintln!(
@@ -292,8 +252,8 @@ sigcoro::coroutine_local! {
 /// worker whose turn it is, then has an idle worker to go to, at every turn.
 #[test]
 fn migratable_coroutines_keep_their_coroutine_locals_across_many_moves() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(120, "migratable_coroutines_keep_their_coroutine_locals");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(120, "migratable_coroutines_keep_their_coroutine_locals");
     const MOVES: usize = 40;
     let rt = Runtime::builder()
         .workers(2)
@@ -422,8 +382,8 @@ fn migratable_coroutines_keep_their_coroutine_locals_across_many_moves() {
 /// A pinned coroutine reports no moves, even next to migratable ones that move.
 #[test]
 fn pinned_coroutines_report_no_moves() {
-    let _one_at_a_time = serial();
-    let _dog = Watchdog::new(60, "pinned_coroutines_report_no_moves");
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(60, "pinned_coroutines_report_no_moves");
     let rt = Runtime::builder()
         .workers(2)
         .preempt(Some(Duration::from_millis(1)))

@@ -6,20 +6,11 @@
 mod common;
 
 use common::child;
+use common::sound::{HUNG_EXIT, Watchdog};
+use common::spin::chunk;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// A few tens of microseconds of arithmetic.
-fn chunk(x: u64) -> u64 {
-    let mut x = x;
-    for _ in 0..20_000 {
-        x = std::hint::black_box(x)
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-    }
-    x
-}
 
 /// The worker a coroutine runs on, from its thread's name (`starve-N`); pinned coroutines only.
 fn worker_index() -> usize {
@@ -34,8 +25,8 @@ fn worker_index() -> usize {
 /// turn it is computes 100 chunks with a `checkpoint()` each, hands the turn over and unparks
 /// the other; the other waits in `park_timeout(10 ms)`, so its timer often wakes it inside the
 /// slice of a spinner that shares its worker (a coroutine computing with a `checkpoint()` per
-/// chunk), and it may take that slice's flag. 200 turns are needed; a watchdog thread ends the
-/// process with exit code 3 ("STARVED") if no turn is taken for 3 s.
+/// chunk), and it may take that slice's flag. 200 turns are needed; a watchdog ends the process
+/// with [`HUNG_EXIT`] if no turn is taken for 3 s.
 fn workload() {
     let rt = sigcoro::Runtime::builder()
         .workers(2)
@@ -45,20 +36,7 @@ fn workload() {
         .unwrap();
     let turns = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let t = turns.clone();
-    std::thread::spawn(move || {
-        let mut last = (0, std::time::Instant::now());
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = t.load(Ordering::SeqCst);
-            if now != last.0 {
-                last = (now, std::time::Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(3) {
-                eprintln!("STARVED after {now} turns");
-                std::process::exit(3);
-            }
-        }
-    });
+    let dog = Watchdog::arm("the turns", Duration::from_secs(3), Duration::from_secs(50));
     let turn = Arc::new(AtomicUsize::new(0));
     let handles: Arc<std::sync::Mutex<[Option<sigcoro::GreenThread>; 2]>> = Default::default();
     let ready = Arc::new(AtomicUsize::new(0));
@@ -70,6 +48,7 @@ fn workload() {
             handles.clone(),
             ready.clone(),
         );
+        let progress = dog.progress();
         rt.spawn(move || {
             let me = worker_index();
             handles.lock().unwrap()[me] = Some(sigcoro::current());
@@ -88,6 +67,7 @@ fn workload() {
                     sigcoro::checkpoint();
                 }
                 turn.store(1 - me, Ordering::SeqCst);
+                progress.step();
                 if turns.fetch_add(1, Ordering::SeqCst) + 1 >= 200 {
                     stop.store(true, Ordering::SeqCst);
                 }
@@ -152,7 +132,7 @@ fn control_a_turn_starves_when_spent_slices_go_on() {
     let mut seen = Vec::new();
     for _ in 0..5 {
         let out = child::run(TEST, Duration::from_secs(60), &[]);
-        if out.status.code() == Some(3) && out.stderr.contains("STARVED") {
+        if out.status.code() == Some(HUNG_EXIT) && out.stderr.contains("made no progress") {
             return;
         }
         seen.push(format!("{out:?}"));

@@ -13,8 +13,9 @@
 //! announces itself in a process-wide table by fd number, and `close` marks and wakes every
 //! waiter of that number, which then returns an error, before it closes the fd.
 
-use super::reactor::{RAW_TOKEN, ReactorInner, epoll_ctl, lock};
+use super::reactor::{RAW_TOKEN, ReactorInner, epoll_ctl};
 use super::source::{poll_until, timed_out};
+use crate::ground::lock;
 use crate::sched::park::{Unparker, current_task, current_unparker, park_until};
 use crate::sched::worker;
 use std::collections::HashMap;

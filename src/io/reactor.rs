@@ -25,6 +25,7 @@
 
 use super::raw::RawTable;
 use super::source::ScheduledIo;
+use crate::ground::lock;
 use crate::sched::worker::Local;
 use crate::sched::worker::poller::Poller;
 use std::os::fd::RawFd;
@@ -64,11 +65,6 @@ struct Entry {
     generation: u32,
     io: Option<Arc<ScheduledIo>>,
 }
-
-/// Locks an internal mutex with preemption held off (the ground floor's one lock helper): a
-/// coroutine preempted with it would deadlock its worker, which takes the same locks when it
-/// dispatches events.
-pub(crate) use crate::ground::lock;
 
 /// The worker's [`Poller`]: a reactor registering in `epoll` (the runtime hands this to the
 /// scheduler, which calls it as each worker starts).

@@ -13,7 +13,8 @@
 //! Outside a runtime (a plain thread, or a coroutine without a scheduler) the same operations
 //! wait in `poll(2)` on the fd instead.
 
-use super::reactor::{ReactorInner, epoll_ctl, lock};
+use super::reactor::{ReactorInner, epoll_ctl};
+use crate::ground::lock;
 use crate::sched::park::{Unparker, current_task, current_unparker, park_until};
 use crate::sched::worker;
 use std::io;

@@ -48,3 +48,39 @@ pub fn watchdog(stop: Arc<AtomicBool>, limit: Duration) -> thread::JoinHandle<bo
         true
     })
 }
+
+/// Aborts the process if the test is still running after `secs` seconds (a hang in a test that
+/// runs in the test binary itself, where only the whole process can be ended). Dropping it
+/// disarms it.
+pub struct AbortAfter(Arc<AtomicBool>);
+
+impl AbortAfter {
+    pub fn new(secs: u64, what: &'static str) -> AbortAfter {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while !d.load(Ordering::SeqCst) {
+                if Instant::now() > end {
+                    eprintln!("watchdog: {what} still running after {secs} s");
+                    std::process::abort();
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        AbortAfter(done)
+    }
+}
+
+impl Drop for AbortAfter {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs the tests that take it one at a time: tests that count which worker ran what must not
+/// share the CPUs with another test's spinning workers.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -23,3 +23,14 @@ pub fn spin_until(stop: &AtomicBool) {
         spins = black_box(spins + 1);
     }
 }
+
+/// A chunk of arithmetic a coroutine repeats between safe points (tens of microseconds).
+pub fn chunk(x: u64) -> u64 {
+    let mut x = x;
+    for _ in 0..20_000 {
+        x = black_box(x)
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+    }
+    x
+}

@@ -34,7 +34,6 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
         return;
     }
     let Some(local) = local() else { return };
-    let joiner = crate::ground::current();
     let Some(joiner_task) = crate::sched::park::current_task() else {
         return;
     };
@@ -61,7 +60,7 @@ pub(crate) fn run_if_unstarted_here(task: &Arc<Task>) {
                 crate::ground::set_current(self.0);
             }
         }
-        let _restore = Restore(joiner);
+        let _restore = Restore(&joiner_task.header);
         crate::ground::set_current(task.header_ptr());
         local.start(&task)
     };
