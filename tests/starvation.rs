@@ -121,8 +121,12 @@ fn a_woken_coroutine_that_ends_the_slice_does_not_starve_behind_the_spinner() {
 }
 
 /// The control: with the spinner left in the spent slice (the hidden switch), a turn
-/// coroutine starves in at least one of five children.
+/// coroutine starves in at least one of five children. It needs a timer-woken coroutine to be
+/// computing when its slice ends, which the machine's timing decides: it starved within 5
+/// children in about 8 release runs and then in none of 5 in a clean CI run, so it is run by
+/// hand (`cargo test --release --test starvation -- --ignored`), not by CI.
 #[test]
+#[ignore = "timing-dependent reproduction; run by hand with --ignored"]
 fn control_a_turn_starves_when_spent_slices_go_on() {
     const TEST: &str = "control_a_turn_starves_when_spent_slices_go_on";
     if child::is_child(TEST) {
