@@ -154,6 +154,13 @@ pub(crate) fn clear_interrupt_flags(mask: u8) {
     }
 }
 
+/// Clears `mask` in this thread's interrupt flags and says which of its bits were set, in one
+/// atomic step: a flag another thread raises meanwhile is either taken here or stays raised.
+#[inline(always)]
+pub(crate) fn take_interrupt_flags(mask: u8) -> u8 {
+    interrupt().fetch_and(!mask, Ordering::Relaxed) & mask
+}
+
 /// Raises `mask` in this thread's interrupt flags (the signal handler, on its own thread).
 #[inline]
 pub(crate) fn raise_interrupt_flags(mask: u8) {

@@ -383,3 +383,97 @@ fn request(s: &mut std::net::TcpStream, value: u64) {
     let mut reply = [0u8; 8];
     s.read_exact(&mut reply).unwrap();
 }
+
+/// Long-lived coroutines that start while every worker is busy: the runnable loads are even,
+/// so neither the steals nor the hold-back move them, and only their number tells where they
+/// belong. Worker A's coroutine spawns them one at a time and yields after each (so each
+/// starts at once, on a busy worker) while two coroutines on worker B yield in a loop. Each one
+/// then parks until all have started. Each worker ends up owning at least a quarter.
+#[test]
+fn coroutines_started_while_both_workers_are_busy_spread_by_number() {
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(60, "coroutines_started_while_both_workers_are_busy_spread_by_number");
+    let per_worker = started_while_busy(true);
+    for w in ["busy-0", "busy-1"] {
+        let owned = per_worker.get(w).copied().unwrap_or(0);
+        assert!(
+            owned >= BUSY_PARKERS / 4,
+            "{w} owns {owned} of {BUSY_PARKERS}: {per_worker:?}"
+        );
+    }
+}
+
+/// The control: with placement by live count off, the same program starts nearly every one on
+/// the spawner's worker.
+#[test]
+fn control_without_placement_coroutines_started_while_busy_pile_up() {
+    let _one_at_a_time = one_at_a_time();
+    let _dog = AbortAfter::new(60, "control_without_placement_coroutines_started_while_busy_pile_up");
+    let per_worker = started_while_busy(false);
+    let most = per_worker.values().copied().max().unwrap_or(0);
+    assert!(most >= BUSY_PARKERS * 7 / 8, "without placement: {per_worker:?}");
+}
+
+const BUSY_PARKERS: usize = 64;
+
+/// Runs the busy-workers program; how many of the parked coroutines each worker owns.
+fn started_while_busy(place_by_live: bool) -> HashMap<String, usize> {
+    let rt = Runtime::builder()
+        .workers(2)
+        .name("busy")
+        .place_by_live_count_for_tests(place_by_live)
+        .build()
+        .unwrap();
+    rt.block_on(|| {
+        let me = thread_name();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Two coroutines that keep the other worker busy (with two, it never looks lighter
+        // than this one, which runs the spawner and the newest coroutine): spawned until two
+        // started there.
+        let mut spinners = Vec::new();
+        while spinners.len() < 2 {
+            let (stop, spawner) = (stop.clone(), me.clone());
+            let (tx, rx) = sigcoro::sync::channel::bounded::<String>(1);
+            let h = sigcoro::spawn(move || {
+                let here = thread_name();
+                tx.send(here.clone()).unwrap();
+                while !stop.load(Ordering::Relaxed) && here != spawner {
+                    sigcoro::yield_now();
+                }
+            });
+            if rx.recv().unwrap() != me {
+                spinners.push(h);
+            } else {
+                h.join().unwrap();
+            }
+        }
+        let (release_tx, release_rx) = sigcoro::sync::channel::unbounded::<()>();
+        let (names_tx, names_rx) = sigcoro::sync::channel::unbounded::<String>();
+        let parkers: Vec<_> = (0..BUSY_PARKERS)
+            .map(|_| {
+                let (release_rx, names_tx) = (release_rx.clone(), names_tx.clone());
+                let h = sigcoro::spawn(move || {
+                    names_tx.send(thread_name()).unwrap();
+                    release_rx.recv().unwrap();
+                });
+                sigcoro::yield_now();
+                h
+            })
+            .collect();
+        let mut per_worker = HashMap::new();
+        for _ in 0..BUSY_PARKERS {
+            *per_worker.entry(names_rx.recv().unwrap()).or_default() += 1;
+        }
+        for _ in 0..BUSY_PARKERS {
+            release_tx.send(()).unwrap();
+        }
+        for p in parkers {
+            p.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        per_worker
+    })
+}

@@ -12,12 +12,19 @@ use crate::ground::{self, CALLBACKS, DEADLINE, PREEMPT};
 use std::sync::atomic::Ordering;
 
 /// Takes the preemption flags: the action that switches out for them, if any is set.
+///
+/// The flags are taken in one atomic step: were they read and then cleared, a PREEMPT the
+/// timer thread raised in between would be wiped while the switch counted as making way for a
+/// timer only, and the slice, flagged once, would never end for the coroutine resumed in it
+/// (see `Local::slice_spent`).
 pub(crate) fn take_preemption(signal: bool) -> Option<Action> {
-    let flags = ground::interrupt_flags();
-    if flags & (PREEMPT | DEADLINE) == 0 {
+    if ground::interrupt_flags() & (PREEMPT | DEADLINE) == 0 {
         return None;
     }
-    ground::clear_interrupt_flags(PREEMPT | DEADLINE);
+    let flags = ground::take_interrupt_flags(PREEMPT | DEADLINE);
+    if flags == 0 {
+        return None;
+    }
     count_hog();
     Some(Action::Preempted {
         signal,

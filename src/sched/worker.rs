@@ -382,7 +382,8 @@ impl Local {
         }
         let mut q = me.remote.lock().unwrap_or_else(|e| e.into_inner());
         me.remote_len.store(0, Ordering::SeqCst);
-        // Woken tasks, and on one worker unstarted ones from outside too.
+        // Woken tasks, unstarted ones placed here by a busy worker (`steal.rs`), and on one
+        // worker unstarted ones from outside too.
         for task in q.drain(..) {
             self.push_back(task);
         }
