@@ -634,3 +634,57 @@ fn overflow_inside_a_region_is_reported() {
         "the control never died of a bare SIGSEGV: {controls:?}"
     );
 }
+
+/// Socket operations are safe points also when they never wait: a coroutine that writes a
+/// byte into a socket pair and reads it back, in a loop that never parks, still ends its
+/// slices, so a neighbour on its one worker gets turns while the loop runs (an accept loop in
+/// a burst of connections, or a connection whose pipelined requests are always there, is
+/// such a loop).
+#[test]
+fn socket_operations_that_never_wait_are_safe_points() {
+    let (turns, _) = socket_loop(Some(Duration::from_millis(1)));
+    assert!(turns >= 3, "the neighbour had {turns} turns while the socket loop ran");
+}
+
+/// The control: with preemption off, the same loop keeps its worker until it ends.
+#[test]
+fn control_without_preemption_a_socket_loop_keeps_its_worker() {
+    let (turns, rounds) = socket_loop(None);
+    assert_eq!(turns, 0, "the neighbour ran during the loop without preemption");
+    assert_eq!(rounds, SOCKET_ROUNDS, "the loop ended early");
+}
+
+const SOCKET_ROUNDS: u64 = 50_000;
+
+/// Runs the socket loop beside a yielding neighbour on a one-worker runtime, until the
+/// neighbour had 3 turns or `SOCKET_ROUNDS` rounds went by; returns the neighbour's turns
+/// during the loop and the rounds run.
+fn socket_loop(slice: Option<Duration>) -> (u64, u64) {
+    use std::io::{Read, Write};
+    let rt = Runtime::builder().workers(1).preempt(slice).build().expect("runtime");
+    rt.block_on(|| {
+        let turns = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let neighbour = {
+            let (turns, stop) = (turns.clone(), stop.clone());
+            sigcoro::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    turns.fetch_add(1, Ordering::Relaxed);
+                    sigcoro::yield_now();
+                }
+            })
+        };
+        let (mut a, mut b) = sigcoro::net::UnixStream::pair().expect("socket pair");
+        let mut byte = [0u8];
+        let mut rounds = 0;
+        while rounds < SOCKET_ROUNDS && turns.load(Ordering::Relaxed) < 3 {
+            a.write_all(&[7]).unwrap();
+            b.read_exact(&mut byte).unwrap();
+            rounds += 1;
+        }
+        let during = turns.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        neighbour.join().unwrap();
+        (during, rounds)
+    })
+}

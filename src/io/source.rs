@@ -282,6 +282,10 @@ impl Source {
         deadline: Option<Instant>,
         mut op: impl FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
+        // Every socket operation is a safe point, also one that never waits: a connection
+        // whose data is always there (pipelined requests), or an accept loop in a burst of
+        // connections, must still end its slice.
+        crate::sched::safepoint::checkpoint();
         let local = match worker::local() {
             Some(l) if current_task().is_some() => Some(l),
             _ => None,
@@ -320,6 +324,7 @@ impl Source {
         deadline: Option<Instant>,
         mut op: impl FnMut() -> io::Result<R>,
     ) -> io::Result<R> {
+        crate::sched::safepoint::checkpoint(); // a safe point, as in `read`
         loop {
             let seq = self.io.seq(dir);
             match op() {

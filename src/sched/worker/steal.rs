@@ -67,16 +67,19 @@
 //! wait spread by number (a worker given one has it queued, so it counts as busy for the
 //! next).
 //!
-//! Between busy workers the steals and the hold-back above balance the runnable load, and a
-//! parked coroutine (a joiner, a sleeper) must not weigh like a runnable one: a hog is never
-//! pushed away because its worker also holds a parked joiner. So there only a wide gap counts
-//! ([`wide_gap`]: an eighth of this worker's live tasks, at least [`WIDE_GAP_MIN`]): a worker
-//! that owns that many more live tasks than another (counting those queued there to start)
-//! hands the task to that worker's run queue, for good. Not to its stealable queue: there the
-//! task would count as runnable load, which the steals and the hold-back even out by sending
-//! it straight back (a 256-connection HTTP server under `wrk` ended up split 40:214 that way,
-//! or, with no such step, in whatever way the steals of the moment left it). Tasks joined in
-//! place and those a thief runs at once skip the step: they start where the work already is.
+//! Otherwise (this worker or the other is busy) the steals and the hold-back above balance the
+//! runnable load, and a parked coroutine (a joiner, a sleeper) must not weigh like a runnable
+//! one: a hog is never pushed away because its worker also holds a parked joiner. So there
+//! only a wide gap counts ([`wide_gap`]: an eighth of this worker's live tasks, at least
+//! [`WIDE_GAP_MIN`]): a worker that owns that many more live tasks than another (counting
+//! those already handed to it, not its unstarted ones, which steals may take) hands the task
+//! to that worker's run queue, for good. Not to its stealable queue: there the task would
+//! count as runnable load, which the steals and the hold-back even out by sending it straight
+//! back (a 256-connection HTTP server under `wrk` ended up split 40:214 that way, or, with no
+//! such step, in whatever way the steals of the moment left it). A worker running a reported
+//! hog is never a target; an accept loop in a burst of connections was one until socket
+//! operations became safe points. Tasks joined in place and those a thief runs at once skip
+//! the step: they start where the work already is.
 //!
 //! # Shutdown
 //!
@@ -338,27 +341,30 @@ impl Local {
         if mine == 0 || !self.rt.place_by_live {
             return Some(task);
         }
-        let busy = self.load() != 0;
-        if busy && mine < WIDE_GAP_MIN {
+        let idle = self.load() == 0;
+        if !idle && mine < WIDE_GAP_MIN {
             return Some(task); // no gap can be wide enough: spare the other workers' lines
         }
-        let lighter = self.rt.workers.iter().enumerate().find(|&(i, w)| {
+        let lighter = self.rt.workers.iter().enumerate().find_map(|(i, w)| {
             if i == self.index || hogging(w) {
-                return false;
+                return None;
             }
             let (live, fresh) = (w.published.live.load(Ordering::Relaxed), w.fresh.len());
-            if busy {
-                // Between busy workers only a wide gap counts: runnable load is what the
-                // steals and the hold-back balance, and a parked coroutine (a joiner, a
-                // sleeper) must not weigh like a runnable one.
-                live + fresh + w.remote_len.load(Ordering::Relaxed) + wide_gap(mine) <= mine
-            } else {
-                fresh == 0 && w.published.started.load(Ordering::Relaxed) == 0 && live < mine
+            if idle && fresh == 0 && w.published.started.load(Ordering::Relaxed) == 0 && live < mine {
+                return Some((i, w, false)); // both idle: any difference counts
             }
+            // Otherwise only a wide gap counts: runnable load is what the steals and the
+            // hold-back balance, and a parked coroutine (a joiner, a sleeper) must not weigh
+            // like a runnable one. Its unstarted tasks do not count: they are runnable load,
+            // which the steals may take from it (in a burst of connections, all of them).
+            let gap = mine >= WIDE_GAP_MIN && live + w.remote_len.load(Ordering::Relaxed) + wide_gap(mine) <= mine;
+            gap.then_some((i, w, true))
         });
-        let Some((to, w)) = lighter else { return Some(task) };
-        // Under the target's lock and shutdown rule; a worker that stopped sends it back.
-        if !busy {
+        let Some((to, w, for_good)) = lighter else {
+            return Some(task);
+        };
+        if !for_good {
+            // Under the target's lock and shutdown rule; a worker that stopped sends it back.
             return push_from_outside(&self.rt, to, task).err();
         }
         // Handed over for good, to its run queue: in its stealable queue the task would
