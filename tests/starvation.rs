@@ -2,6 +2,11 @@
 //! the one that made way for it must then not go on in the spent slice, which the timer thread
 //! flags only once: it would never be flagged again and would keep its worker for good while
 //! the woken one waits in the queue (default, safe-point mode).
+//!
+//! Two workloads: the one where it was found (two workers, turn-taking coroutines whose park
+//! timers sometimes fire inside a spinner's slice; its control depends on that timing and runs
+//! by hand), and the same sequence forced step by step on one worker, whose control starves in
+//! every run (CI runs it, release and debug).
 
 mod common;
 
@@ -124,7 +129,8 @@ fn a_woken_coroutine_that_ends_the_slice_does_not_starve_behind_the_spinner() {
 /// coroutine starves in at least one of five children. It needs a timer-woken coroutine to be
 /// computing when its slice ends, which the machine's timing decides: it starved within 5
 /// children in about 8 release runs and then in none of 5 in a clean CI run, so it is run by
-/// hand (`cargo test --release --test starvation -- --ignored`), not by CI.
+/// hand (`cargo test --release --test starvation -- --ignored`), not by CI; the one-worker
+/// control below shows the same failure in every run.
 #[test]
 #[ignore = "timing-dependent reproduction; run by hand with --ignored"]
 fn control_a_turn_starves_when_spent_slices_go_on() {
@@ -142,4 +148,91 @@ fn control_a_turn_starves_when_spent_slices_go_on() {
         seen.push(format!("{out:?}"));
     }
     panic!("the control never starved in 5 children:\n{}", seen.join("\n"));
+}
+
+/// The same starvation, step by step on one worker. A spinner computes with a `checkpoint()`
+/// every few microseconds. A sleeper sleeps 300 us, so its timer is due inside the spinner's
+/// slice (DEADLINE only: the spinner makes way), then computes for 3 ms with checkpoints, so it
+/// takes that slice's PREEMPT and goes to the back of the queue. Then the spinner resumes: in a
+/// new slice (fixed), which ends and gives the sleeper its turn back; or in the spent slice
+/// (the control), which the timer thread never flags again, and the sleeper never runs again.
+/// 20 rounds are needed; a watchdog ends the process with [`HUNG_EXIT`] if none ends for 3 s.
+fn one_worker_workload() {
+    const ROUNDS: usize = 20;
+    /// Arithmetic between two checkpoints: a few microseconds optimised, tens unoptimised,
+    /// well below the sleep, so the spinner takes DEADLINE soon after it is raised.
+    fn small_chunk(x: u64) -> u64 {
+        let mut x = x;
+        for _ in 0..2_000 {
+            x = std::hint::black_box(x)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        x
+    }
+    let rt = sigcoro::Runtime::builder()
+        .workers(1)
+        .preempt(Some(Duration::from_millis(1)))
+        .name("starve1")
+        .build()
+        .unwrap();
+    let dog = Watchdog::arm("the sleeper's rounds", Duration::from_secs(3), Duration::from_secs(50));
+    let progress = dog.progress();
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(move || {
+        let s = stop.clone();
+        let spinner = sigcoro::spawn(move || {
+            let mut x = 3u64;
+            while !s.load(Ordering::SeqCst) {
+                x = small_chunk(x);
+                sigcoro::checkpoint();
+            }
+            x
+        });
+        let sleeper = sigcoro::spawn(move || {
+            let mut x = 5u64;
+            for _ in 0..ROUNDS {
+                sigcoro::sleep(Duration::from_micros(300));
+                let end = std::time::Instant::now() + Duration::from_millis(3);
+                while std::time::Instant::now() < end {
+                    x = small_chunk(x);
+                    sigcoro::checkpoint();
+                }
+                progress.step();
+            }
+            stop.store(true, Ordering::SeqCst);
+            x
+        });
+        sleeper.join().unwrap();
+        spinner.join().unwrap();
+    });
+    println!("ROUNDS {ROUNDS}");
+}
+
+#[test]
+fn a_timer_woken_coroutine_that_ends_the_slice_gets_its_turns_on_one_worker() {
+    const TEST: &str = "a_timer_woken_coroutine_that_ends_the_slice_gets_its_turns_on_one_worker";
+    if child::is_child(TEST) {
+        return one_worker_workload();
+    }
+    for _ in 0..2 {
+        let out = child::run(TEST, Duration::from_secs(60), &[]);
+        assert!(out.status.success() && out.stdout.contains("ROUNDS 20"), "{out:?}");
+    }
+}
+
+/// The control: with the spinner left in the spent slice (the hidden switch), the sleeper
+/// starves; the watchdog ends the child.
+#[test]
+fn control_one_worker_a_timer_woken_coroutine_starves_when_spent_slices_go_on() {
+    const TEST: &str = "control_one_worker_a_timer_woken_coroutine_starves_when_spent_slices_go_on";
+    if child::is_child(TEST) {
+        sigcoro::__test::spent_slices_go_on_for_tests();
+        return one_worker_workload();
+    }
+    let out = child::run(TEST, Duration::from_secs(60), &[]);
+    assert!(
+        out.status.code() == Some(HUNG_EXIT) && out.stderr.contains("made no progress"),
+        "the control did not starve: {out:?}"
+    );
 }
