@@ -14,6 +14,7 @@ mod common;
 
 use common::hang::{AbortAfter, one_at_a_time};
 use common::spin::chunk;
+use common::worker_index; // only at the start of a coroutine (or in a pinned one): see `tid`
 
 /// The calling thread's id, from the kernel. Not `std::thread::current()`: that reads a
 /// thread-local, whose address the compiler may keep across a safe point in a migratable
@@ -21,16 +22,6 @@ use common::spin::chunk;
 fn tid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
-}
-
-/// The index of the worker running the caller, from its thread's name (`prefix-N`). Only at
-/// the start of a coroutine (or in a pinned one): see [`tid`].
-fn worker_index() -> usize {
-    let name = std::thread::current().name().unwrap_or("?").to_owned();
-    name.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(usize::MAX)
 }
 
 /// A builder for a migratable coroutine, or a pinned one.

@@ -12,19 +12,11 @@ mod common;
 
 use common::child;
 use common::sound::{HUNG_EXIT, Watchdog};
-use common::spin::chunk;
+use common::spin::{chunk, chunk_of};
+use common::worker_index;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// The worker a coroutine runs on, from its thread's name (`starve-N`); pinned coroutines only.
-fn worker_index() -> usize {
-    let name = std::thread::current().name().unwrap_or("?").to_owned();
-    name.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(usize::MAX)
-}
 
 /// Two workers, 1 ms slices. Two "turn" coroutines, one per worker, take turns: the one whose
 /// turn it is computes 100 chunks with a `checkpoint()` each, hands the turn over and unparks
@@ -161,15 +153,7 @@ fn one_worker_workload() {
     const ROUNDS: usize = 20;
     /// Arithmetic between two checkpoints: a few microseconds optimised, tens unoptimised,
     /// well below the sleep, so the spinner takes DEADLINE soon after it is raised.
-    fn small_chunk(x: u64) -> u64 {
-        let mut x = x;
-        for _ in 0..2_000 {
-            x = std::hint::black_box(x)
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-        }
-        x
-    }
+    const SMALL_CHUNK: u32 = 2_000;
     let rt = sigcoro::Runtime::builder()
         .workers(1)
         .preempt(Some(Duration::from_millis(1)))
@@ -184,7 +168,7 @@ fn one_worker_workload() {
         let spinner = sigcoro::spawn(move || {
             let mut x = 3u64;
             while !s.load(Ordering::SeqCst) {
-                x = small_chunk(x);
+                x = chunk_of(x, SMALL_CHUNK);
                 sigcoro::checkpoint();
             }
             x
@@ -195,7 +179,7 @@ fn one_worker_workload() {
                 sigcoro::sleep(Duration::from_micros(300));
                 let end = std::time::Instant::now() + Duration::from_millis(3);
                 while std::time::Instant::now() < end {
-                    x = small_chunk(x);
+                    x = chunk_of(x, SMALL_CHUNK);
                     sigcoro::checkpoint();
                 }
                 progress.step();

@@ -18,6 +18,6 @@ pub mod three_ways;
 pub use child::{child_command, is_child};
 pub use hang::{no_hang, watchdog, with_timeout};
 pub use overflow::recurse_forever;
-pub use runtime::{rt, rt_no_preempt, rt_preempt, rt_with};
+pub use runtime::{rt, rt_no_preempt, rt_preempt, rt_with, worker_index};
 pub use spin::{spin, spin_until};
 pub use three_ways::{ms, scope, sleep, three_ways};

@@ -1,4 +1,4 @@
-//! Runtime builders: the test files' `rt(..)` in one place.
+//! Runtime builders: the test files' `rt(..)` in one place, and which worker runs the caller.
 
 use sigcoro::Runtime;
 use std::time::Duration;
@@ -26,4 +26,15 @@ pub fn rt_with(workers: usize, preempt: Option<Duration>) -> Runtime {
         .preempt(preempt)
         .build()
         .expect("runtime")
+}
+
+/// The index of the worker running the caller, from its thread's name (`prefix-N`;
+/// `usize::MAX` on any other thread). Reads a thread-local: in a migratable coroutine, only at
+/// its start.
+pub fn worker_index() -> usize {
+    let name = std::thread::current().name().unwrap_or("?").to_owned();
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }

@@ -26,8 +26,13 @@ pub fn spin_until(stop: &AtomicBool) {
 
 /// A chunk of arithmetic a coroutine repeats between safe points (tens of microseconds).
 pub fn chunk(x: u64) -> u64 {
+    chunk_of(x, 20_000)
+}
+
+/// `steps` steps of the same arithmetic.
+pub fn chunk_of(x: u64, steps: u32) -> u64 {
     let mut x = x;
-    for _ in 0..20_000 {
+    for _ in 0..steps {
         x = black_box(x)
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

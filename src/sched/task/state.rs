@@ -78,19 +78,9 @@ impl State {
     /// consumes the token).
     #[inline]
     pub(crate) fn unpark(&self) -> bool {
-        let mut old = self.bits.load(Ordering::Relaxed);
-        loop {
-            // Written even when the token is already there: the release orders this caller's
-            // writes before the park that consumes it, as std's `unpark` does.
-            let new = if old & PARKED != 0 { old & !PARKED } else { old | TOKEN };
-            match self
-                .bits
-                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return old & PARKED != 0,
-                Err(now) => old = now,
-            }
-        }
+        // Written even when the token is already there: the release orders this caller's
+        // writes before the park that consumes it, as std's `unpark` does.
+        self.take_else_set(PARKED, TOKEN)
     }
 
     /// Consumes the park token if it is set (the task itself). A plain load first: the locked
@@ -104,14 +94,21 @@ impl State {
     /// was there, which this consumes: the task runs again at once.
     #[inline]
     pub(crate) fn park(&self) -> bool {
+        !self.take_else_set(TOKEN, PARKED)
+    }
+
+    /// In one atomic step, clears `take` if it is set (`true`), or else sets `set` (`false`):
+    /// the park token and the parked bit never stand together.
+    #[inline(always)]
+    fn take_else_set(&self, take: u8, set: u8) -> bool {
         let mut old = self.bits.load(Ordering::Relaxed);
         loop {
-            let new = if old & TOKEN != 0 { old & !TOKEN } else { old | PARKED };
+            let new = if old & take != 0 { old & !take } else { old | set };
             match self
                 .bits
                 .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return old & TOKEN == 0,
+                Ok(_) => return old & take != 0,
                 Err(now) => old = now,
             }
         }
