@@ -1,6 +1,7 @@
-//! Criterion benches of the scheduler: yield handoff, spawn + join, channel ping-pong, and a
-//! wake across workers. `cargo bench --bench sched`; `examples/ping_pong.rs` and
-//! `examples/spawn_storm.rs` print the same figures in plain words.
+//! Criterion benches of the scheduler: yield handoff (hot, and around a ring of 4,096 cold
+//! stacks), spawn + join, channel ping-pong, and a wake across workers. `cargo bench --bench
+//! sched`; `examples/ping_pong.rs` and `examples/spawn_storm.rs` print the same figures in
+//! plain words.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sigcoro::GreenThread;
@@ -26,6 +27,39 @@ fn yield_handoff(c: &mut Criterion) {
                 a.join().unwrap();
                 b.join().unwrap();
                 start.elapsed()
+            })
+        })
+    });
+}
+
+/// 4,096 coroutines on one worker yielding in turn, each touching a frame of its own between
+/// yields: one iteration is one handoff into a coroutine that ran 4,096 switches ago, whose
+/// stack lines (and page) the caches no longer hold, as with a server's connections.
+fn yield_ring(c: &mut Criterion) {
+    const RING: u64 = 4096;
+    let rt = one_worker();
+    c.bench_function("sched/yield_ring_4096", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(move || {
+                let rounds = iters.div_ceil(RING);
+                let ring: Vec<_> = (0..RING)
+                    .map(|i| {
+                        sigcoro::spawn(move || {
+                            let mut frame = [i; 8];
+                            sigcoro::yield_now(); // everyone started before the clock runs
+                            for r in 0..rounds {
+                                frame[(r % 8) as usize] += 1;
+                                std::hint::black_box(&mut frame);
+                                sigcoro::yield_now();
+                            }
+                        })
+                    })
+                    .collect();
+                sigcoro::yield_now();
+                let start = Instant::now();
+                ring.into_iter().for_each(|h| h.join().unwrap());
+                // Per handoff: the rounds ran `rounds * RING` of them, reported for `iters`.
+                start.elapsed().mul_f64(iters as f64 / (rounds * RING) as f64)
             })
         })
     });
@@ -128,5 +162,12 @@ fn cross_worker_wake(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, yield_handoff, spawn_join, channel_ping_pong, cross_worker_wake);
+criterion_group!(
+    benches,
+    yield_handoff,
+    yield_ring,
+    spawn_join,
+    channel_ping_pong,
+    cross_worker_wake
+);
 criterion_main!(benches);

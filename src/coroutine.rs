@@ -271,6 +271,33 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
     }
 
+    /// Starts loading this coroutine's stack header, which the next [`resume`](Self::resume)
+    /// reads first (a hint: nothing waits for it).
+    #[inline(always)]
+    pub(crate) fn prefetch_header(&self) {
+        if let Some(stack) = &self.stack {
+            // The link and the flags after it span the header's first two lines.
+            crate::ground::prefetch(stack.header() as usize);
+            crate::ground::prefetch(stack.header() as usize + 64);
+        }
+    }
+
+    /// Starts loading what the next [`resume`](Self::resume) of this suspended coroutine
+    /// touches after the header: the registers the switch pops at its saved stack pointer and
+    /// the frames above them that it returns into. Reads the header (prefetch that first).
+    #[inline(always)]
+    pub(crate) fn prefetch_context(&self) {
+        if let Some(stack) = &self.stack {
+            // SAFETY: the header of an owned stack stays mapped; the coroutine is suspended
+            // (the caller's contract for `&self` of a coroutine not running), so its link is
+            // not being written.
+            let sp = unsafe { (*stack.link()).ctx };
+            for line in 0..4 {
+                crate::ground::prefetch(sp + 64 * line);
+            }
+        }
+    }
+
     /// Whether the closure has returned or panicked (or the coroutine was never started and is
     /// being dropped).
     pub fn is_finished(&self) -> bool {

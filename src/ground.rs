@@ -10,6 +10,7 @@
 //! | [`lock`] | the one internal-lock helper: ignores poison, holds preemption off | everyone | |
 //! | [`preempt_signal`], [`block_preempt_signal`], [`unblock_preempt_signal`] | the preemption signal and this thread's mask of it | workers, regions, the overflow handler | |
 //! | [`nanos`] | the timer thread's clock: nanoseconds since a process-wide origin | | the worker's slices, the timer thread, the handler |
+//! | [`prefetch`] | a hint to start loading a cache line | the worker's hot paths | |
 //!
 //! A task's depth lives in its header rather than in a thread-local because it must follow the
 //! task across switches: a join in place runs another coroutine inside the joiner's
@@ -417,4 +418,25 @@ pub(crate) fn nanos_now_in_handler() -> u64 {
     ORIGIN.get().map_or(0, |o| {
         Instant::now().saturating_duration_since(*o).as_nanos().max(1) as u64
     })
+}
+
+/// Starts loading the cache line at `addr` into every cache level, for a read soon (a hint to
+/// the hardware: it never faults and changes nothing a program can see, whatever the address).
+#[inline(always)]
+pub(crate) fn prefetch(addr: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: `prefetcht0` has no architectural effect and never faults, even on an address
+    // that is unmapped, so any value is fine.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(addr as *const i8) };
+}
+
+/// [`prefetch`] for a line about to be written (a lock, a counter): loads it in the exclusive
+/// state, so that the write that follows does not have to ask for ownership again.
+#[inline(always)]
+pub(crate) fn prefetch_write(addr: usize) {
+    // SAFETY: `prefetchw` (0F 0D /1) has no architectural effect and never faults, whatever
+    // the address; x86-64 processors that predate it execute that opcode as a NOP.
+    unsafe {
+        std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
+    }
 }

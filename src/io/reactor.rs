@@ -82,8 +82,8 @@ pub(crate) fn of(local: &Local) -> &Reactor {
 }
 
 impl Poller for Reactor {
-    fn dispatch(&self, token: u64, events: u32) {
-        Reactor::dispatch(self, token, events);
+    fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
+        Reactor::dispatch(self, events, skip);
     }
 
     fn has_waiters(&self) -> bool {
@@ -113,15 +113,44 @@ impl Reactor {
         &self.inner
     }
 
-    /// Handles one epoll event whose token is not 0.
-    pub(crate) fn dispatch(&self, token: u64, events: u32) {
-        if token == RAW_TOKEN {
-            self.inner.dispatch_raw();
-            return;
+    /// Handles the events of one epoll wait but those whose token is `skip`: wakes the
+    /// waiters of every socket named, and of the raw fds if their instance is among them.
+    ///
+    /// Under one hold of the slab's lock, which keeps every `ScheduledIo` it names alive (no
+    /// reference count is touched per event): first it starts loading each named socket's
+    /// state, then the task its waiter wakes, then it wakes them, so that the cache misses of
+    /// a batch overlap instead of coming one at a time (at 1,024 HTTP connections these
+    /// misses were most of the dispatch's time). Taking a socket's lock under the slab's orders the two the other way
+    /// round from `wait_coroutine`, which inserts into the slab under the socket's lock; that
+    /// runs only on this reactor's worker thread, between dispatches, and `remove` (any
+    /// thread) holds no socket lock, so the two orders never meet.
+    pub(crate) fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
+        let mut raw = false;
+        {
+            let slab = lock(&self.inner.slab);
+            for ev in events {
+                if let Some(io) = slab.get(ev.u64) {
+                    io.prefetch();
+                }
+            }
+            for ev in events {
+                if let Some(io) = slab.get(ev.u64) {
+                    io.prefetch_waiter();
+                }
+            }
+            for ev in events {
+                let (token, flags) = (ev.u64, ev.events);
+                if token == RAW_TOKEN {
+                    raw = true;
+                } else if token != skip
+                    && let Some(io) = slab.get(token)
+                {
+                    io.wake(flags);
+                }
+            }
         }
-        let io = self.inner.get(token);
-        if let Some(io) = io {
-            io.wake(events);
+        if raw {
+            self.inner.dispatch_raw();
         }
     }
 
@@ -174,15 +203,6 @@ impl ReactorInner {
         slab.free.push(index as u32);
     }
 
-    fn get(&self, token: u64) -> Option<Arc<ScheduledIo>> {
-        let slab = lock(&self.slab);
-        let entry = slab.entries.get(slot_of(token)?)?;
-        if entry.generation != (token >> 32) as u32 {
-            return None;
-        }
-        entry.io.clone()
-    }
-
     /// Counts a coroutine of this worker that is about to park on I/O.
     pub(crate) fn park_begin(&self) {
         self.parked.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +211,18 @@ impl ReactorInner {
     /// Uncounts it.
     pub(crate) fn park_end(&self) {
         self.parked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slab {
+    /// The socket state `token` names, if its slot still holds it.
+    #[inline]
+    fn get(&self, token: u64) -> Option<&ScheduledIo> {
+        let entry = self.entries.get(slot_of(token)?)?;
+        if entry.generation != (token >> 32) as u32 {
+            return None;
+        }
+        entry.io.as_deref()
     }
 }
 

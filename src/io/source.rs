@@ -19,7 +19,7 @@ use crate::sched::park::{Unparker, current_task, current_unparker, park_until};
 use crate::sched::worker;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,6 +48,10 @@ pub(crate) struct ScheduledIo {
     /// Set (for good) once an event said the read side is closed or in error: reads must then
     /// always reach the kernel, no edge will come again.
     read_closed: AtomicBool,
+    /// Where waking the waiter queued last writes first ([`Unparker::wake_address`]): a hint
+    /// for the reactor, which prefetches it before it takes the lock (it may be stale; a
+    /// prefetch of any address is harmless).
+    wake_hint: AtomicUsize,
     state: Mutex<IoState>,
 }
 
@@ -126,7 +130,28 @@ impl ScheduledIo {
         ScheduledIo {
             seq: [AtomicU32::new(0), AtomicU32::new(0)],
             read_closed: AtomicBool::new(false),
+            wake_hint: AtomicUsize::new(0),
             state: Mutex::new(IoState::default()),
+        }
+    }
+
+    /// Starts loading this state's cache lines (its lock, sequence numbers and waiters), which
+    /// a [`wake`](Self::wake) is about to write, for writing.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self) {
+        let at = std::ptr::from_ref(self) as usize;
+        for line in 0..std::mem::size_of::<Self>().div_ceil(64) {
+            crate::ground::prefetch_write(at + 64 * line);
+        }
+    }
+
+    /// Starts loading what waking this state's last waiter writes first (see `wake_hint`).
+    /// Call it after [`prefetch`](Self::prefetch), once that had time to bring the hint in.
+    #[inline(always)]
+    pub(crate) fn prefetch_waiter(&self) {
+        let at = self.wake_hint.load(Ordering::Relaxed);
+        if at != 0 {
+            crate::ground::prefetch_write(at);
         }
     }
 
@@ -147,9 +172,10 @@ impl ScheduledIo {
             if events & mask != 0 {
                 self.seq[dir as usize].fetch_add(1, Ordering::Release);
                 // Unparking under the lock keeps the vector's capacity: a coroutine waiter is
-                // only queued on its worker, nothing here can take this lock again.
+                // only queued on its worker, nothing here can take this lock again. The
+                // handle itself goes to the run queue (no reference count touched).
                 for (_, u) in st.waiters[dir as usize].drain() {
-                    u.unpark();
+                    u.unpark_owned();
                 }
             }
         }
@@ -197,7 +223,9 @@ impl ScheduledIo {
             }
             let id = st.next_id;
             st.next_id += 1;
-            st.waiters[d].push((id, current_unparker()));
+            let unparker = current_unparker();
+            self.wake_hint.store(unparker.wake_address(), Ordering::Relaxed);
+            st.waiters[d].push((id, unparker));
             id
         };
         reactor.park_begin();

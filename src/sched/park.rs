@@ -61,6 +61,15 @@ impl Unparker {
         }
     }
 
+    /// Where waking this handle first writes (the task's state word; 0 for a thread), for a
+    /// waker that wants to prefetch it.
+    pub(crate) fn wake_address(&self) -> usize {
+        match self {
+            Unparker::Task(t) => std::ptr::from_ref(&t.state) as usize,
+            Unparker::Thread(_) => 0,
+        }
+    }
+
     /// [`Unparker::unpark`], consuming the handle (no reference count is touched to wake a
     /// coroutine).
     pub(crate) fn unpark_owned(self) {

@@ -42,6 +42,10 @@ pub(crate) use shared::{PreemptConfig, Shared, WorkerShared};
 /// How many tasks a worker runs between looks at its remote queue, timers and steal requests.
 const BATCH: usize = 64;
 
+/// From how many tasks in its run queue a worker prefetches the next ones' stack lines
+/// (`Local::prefetch_queued`); with fewer, they are still in cache from their last run.
+const PREFETCH_QUEUED: usize = 4;
+
 /// The epoll token of a worker's own eventfd.
 const EVENTFD_TOKEN: u64 = 0;
 
@@ -319,6 +323,7 @@ impl Local {
         loop {
             for _ in 0..BATCH {
                 let Some((task, new_slice)) = self.pop(true) else { break };
+                self.prefetch_queued();
                 if self.run_task(task, new_slice) {
                     break; // a slice went by: look at timers and the remote queue now
                 }
@@ -444,6 +449,32 @@ impl Local {
             self.drain_fresh();
             if !self.has_work() {
                 self.idle_briefly();
+            }
+        }
+    }
+
+    /// With more tasks queued than the caches keep warm (a server's connections), starts
+    /// loading what the next resumes touch first while the popped task runs, one step of a
+    /// chain per queued task so that no step waits for memory: the third task's record, the
+    /// second's stack header (its record was prefetched by the previous call), the first's
+    /// saved registers and frames (its header was). Without this, a switch into a coroutine
+    /// that ran a thousand switches ago stalls on each of those in turn (at 1,024 HTTP
+    /// connections, a quarter of the server's user time).
+    #[inline(always)]
+    fn prefetch_queued(&self) {
+        let queue = self.queue();
+        if queue.len() < PREFETCH_QUEUED {
+            return;
+        }
+        queue[2].prefetch_record();
+        // SAFETY: tasks in our run queue are ours alone to run (no other worker reaches this
+        // queue) and suspended; started ones have a coroutine that only we touch.
+        unsafe {
+            if let Some(co) = queue[1].coroutine() {
+                co.prefetch_header();
+            }
+            if let Some(co) = queue[0].coroutine() {
+                co.prefetch_context();
             }
         }
     }

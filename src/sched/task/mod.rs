@@ -365,6 +365,15 @@ impl Task {
         unsafe { &mut *self.coroutine.get() }
     }
 
+    /// Starts loading the lines of this task that its worker reads to resume it (its state
+    /// and its coroutine's stack pointer).
+    #[inline(always)]
+    pub(crate) fn prefetch_record(&self) {
+        let at = std::ptr::from_ref(self) as usize;
+        crate::ground::prefetch(at + std::mem::offset_of!(Task, state));
+        crate::ground::prefetch(at + std::mem::offset_of!(Task, coroutine));
+    }
+
     /// Sets the park token; schedules the task if it was parked.
     pub(crate) fn unpark(self: &Arc<Self>) {
         if self.state.unpark() {

@@ -109,17 +109,16 @@ impl Local {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         // SAFETY: our own epoll fd and a local buffer; EINTR just ends the wait early.
         let n = unsafe { libc::epoll_wait(me.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout_ms) };
+        let events = &events[..n.max(0) as usize];
         let mut polled = if n > 0 { Polled::Io } else { Polled::Nothing };
-        for ev in &events[..n.max(0) as usize] {
-            let (token, flags) = (ev.u64, ev.events);
-            if token == EVENTFD_TOKEN {
-                polled = Polled::Woken;
-                let mut buf = 0u64;
-                // SAFETY: draining our own non-blocking eventfd.
-                unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
-            } else {
-                self.io.dispatch(token, flags);
-            }
+        if events.iter().any(|ev| ev.u64 == EVENTFD_TOKEN) {
+            polled = Polled::Woken;
+            let mut buf = 0u64;
+            // SAFETY: draining our own non-blocking eventfd.
+            unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
+        }
+        if polled != Polled::Nothing {
+            self.io.dispatch(events, EVENTFD_TOKEN);
         }
         polled
     }

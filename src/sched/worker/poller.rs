@@ -9,8 +9,9 @@ use std::os::fd::RawFd;
 
 /// What a worker's epoll instance serves besides the worker's own eventfd.
 pub(crate) trait Poller: Any {
-    /// Handles one epoll event whose token is not the worker's eventfd's.
-    fn dispatch(&self, token: u64, events: u32);
+    /// Handles the epoll events of one wait, skipping those whose token is `skip` (the
+    /// worker's eventfd's, which the worker handles itself).
+    fn dispatch(&self, events: &[libc::epoll_event], skip: u64);
     /// Whether coroutines of this worker wait on I/O, so a busy worker should poll for it.
     fn has_waiters(&self) -> bool;
     /// The poller as `Any`, so that the I/O layer can find its own type again.
