@@ -1,6 +1,7 @@
 //! sigcoro::net over loopback: echo with many clients, timeouts, half-close, refused and
 //! timed-out connects, shutdown waking a blocked reader or acceptor, cancellation of a blocked
-//! reader, sockets moving between runtimes, UDP and Unix sockets. Only 127.0.0.1 is contacted.
+//! reader, sockets moving between runtimes, UDP and Unix sockets, and a batch of events woken
+//! while other threads drop registrations. Only 127.0.0.1 is contacted.
 //! Everything asserts behaviour and counts; the few durations are lower bounds.
 
 mod common;
@@ -451,5 +452,93 @@ fn listener_shutdown_wakes_a_blocked_acceptor_with_an_error() {
         let err = acceptor.join().unwrap().unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
         assert!(listener.accept().is_err(), "later accepts fail too");
+    });
+}
+
+/// The reactor wakes the events of one epoll wait together, under one hold of its slab lock:
+/// sockets of many coroutines, raw fds in the same batch, and registrations that plain threads
+/// drop meanwhile (`Source::drop` takes that lock from their side) must all go through, with
+/// no wake-up missed and no deadlock.
+#[test]
+fn a_batch_of_events_wakes_every_waiter_while_other_threads_drop_registrations() {
+    const PAIRS: usize = 48;
+    const PIPES: usize = 8;
+    const ROUNDS: usize = 200;
+    rt(2).block_on(|| {
+        let (to_dropper, spares) = std::sync::mpsc::channel::<UnixStream>();
+        let dropper = std::thread::spawn(move || {
+            spares
+                .iter()
+                .map(|spare| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    drop(spare);
+                })
+                .count()
+        });
+        let (registered, all_registered) = sigcoro::sync::channel::unbounded::<()>();
+        let mut clients = Vec::new();
+        let mut echoes = Vec::new();
+        for _ in 0..PAIRS {
+            let (a, b) = UnixStream::pair().unwrap();
+            let spare = b.try_clone().unwrap();
+            let (to_dropper, registered) = (to_dropper.clone(), registered.clone());
+            echoes.push(sigcoro::spawn(move || {
+                // Registered in this worker's reactor by a wait that times out, then dropped by
+                // the plain thread while the echo runs.
+                spare.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+                let err = (&spare).read(&mut [0u8; 1]).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::WouldBlock);
+                spare.set_read_timeout(None).unwrap(); // clones share their timeouts
+                to_dropper.send(spare).unwrap();
+                registered.send(()).unwrap();
+                let (mut byte, mut echoed) = ([0u8; 1], 0);
+                while (&b).read(&mut byte).unwrap() == 1 {
+                    (&b).write_all(&byte).unwrap();
+                    echoed += 1;
+                }
+                echoed
+            }));
+            clients.push(a);
+        }
+        drop(to_dropper);
+        // The spares share their sockets with the echoes: no data before their waits are over.
+        for _ in 0..PAIRS {
+            all_registered.recv().unwrap();
+        }
+        let mut pipe_writers = Vec::new();
+        let mut pipe_readers = Vec::new();
+        for _ in 0..PIPES {
+            let (mut r, w) = std::io::pipe().unwrap();
+            pipe_readers.push(sigcoro::spawn(move || {
+                let (mut buf, mut got) = ([0u8; 64], 0);
+                while got < ROUNDS {
+                    sigcoro::io::wait_readable(r.as_raw_fd()).unwrap();
+                    got += r.read(&mut buf).unwrap();
+                }
+                got
+            }));
+            pipe_writers.push(w);
+        }
+        for round in 0..ROUNDS {
+            for w in &mut pipe_writers {
+                w.write_all(&[round as u8]).unwrap();
+            }
+            for c in &clients {
+                (&*c).write_all(&[round as u8]).unwrap();
+            }
+            for c in &clients {
+                let mut back = [0u8; 1];
+                (&*c).read_exact(&mut back).unwrap();
+                assert_eq!(back[0], round as u8);
+            }
+        }
+        drop(clients);
+        for echo in echoes {
+            assert_eq!(echo.join().unwrap(), ROUNDS);
+        }
+        for reader in pipe_readers {
+            assert_eq!(reader.join().unwrap(), ROUNDS);
+        }
+        assert_eq!(dropper.join().unwrap(), PAIRS);
     });
 }
