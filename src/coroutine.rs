@@ -288,9 +288,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[inline(always)]
     pub(crate) fn prefetch_context(&self) {
         if let Some(stack) = &self.stack {
-            // SAFETY: the header of an owned stack stays mapped; the coroutine is suspended
-            // (the caller's contract for `&self` of a coroutine not running), so its link is
-            // not being written.
+            // SAFETY: the header of an owned stack stays mapped; we hold `&self`, so no
+            // `resume` (which takes `&mut self`) is running the coroutine: it is suspended, or
+            // waits for its first input, and nothing writes its link meanwhile.
             let sp = unsafe { (*stack.link()).ctx };
             for line in 0..4 {
                 crate::ground::prefetch(sp + 64 * line);

@@ -113,17 +113,19 @@ impl Reactor {
         &self.inner
     }
 
-    /// Handles the events of one epoll wait but those whose token is `skip`: wakes the
-    /// waiters of every socket named, and of the raw fds if their instance is among them.
+    /// Handles the events of one epoll wait but those whose token is `skip` (the worker's
+    /// eventfd's, which names no slot anyway): wakes the waiters of every socket named, and of
+    /// the raw fds if their instance is among them.
     ///
     /// Under one hold of the slab's lock, which keeps every `ScheduledIo` it names alive (no
     /// reference count is touched per event): first it starts loading each named socket's
     /// state, then the task its waiter wakes, then it wakes them, so that the cache misses of
-    /// a batch overlap instead of coming one at a time (at 1,024 HTTP connections these
-    /// misses were most of the dispatch's time). Taking a socket's lock under the slab's orders the two the other way
-    /// round from `wait_coroutine`, which inserts into the slab under the socket's lock; that
-    /// runs only on this reactor's worker thread, between dispatches, and `remove` (any
-    /// thread) holds no socket lock, so the two orders never meet.
+    /// a batch overlap instead of coming one at a time (at 1,024 HTTP connections these misses
+    /// were most of the dispatch's time). Taking a socket's lock under the slab's orders the
+    /// two locks the other way round from `wait_coroutine`, which inserts into the slab under
+    /// the socket's lock; but that runs only on this reactor's worker thread, between
+    /// dispatches, and `remove` (from any thread) holds no socket lock, so the two orders
+    /// never meet.
     pub(crate) fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
         let mut raw = false;
         {
