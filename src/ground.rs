@@ -429,14 +429,3 @@ pub(crate) fn prefetch(addr: usize) {
     // that is unmapped, so any value is fine.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(addr as *const i8) };
 }
-
-/// [`prefetch`] for a line about to be written (a lock, a counter): loads it in the exclusive
-/// state, so that the write that follows does not have to ask for ownership again.
-#[inline(always)]
-pub(crate) fn prefetch_write(addr: usize) {
-    // SAFETY: `prefetchw` (0F 0D /1) has no architectural effect and never faults, whatever
-    // the address; x86-64 processors that predate it execute that opcode as a NOP.
-    unsafe {
-        std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
-    }
-}

@@ -428,23 +428,37 @@ fn started_while_busy(place_by_live: bool) -> HashMap<String, usize> {
         let me = thread_name();
         let stop = Arc::new(AtomicBool::new(false));
         // Two coroutines that keep the other worker busy (with two, it never looks lighter
-        // than this one, which runs the spawner and the newest coroutine): spawned until two
-        // started there.
+        // than this one, which runs the spawner and the newest coroutine): spawned in pairs
+        // until two started there. A pair, because a worker wakes an idle one to steal only
+        // when two or more tasks wait (one at a time, the other worker slept through most
+        // tries, and an unoptimised build took up to a minute to get its two).
         let mut spinners = Vec::new();
         while spinners.len() < 2 {
-            let (stop, spawner) = (stop.clone(), me.clone());
-            let (tx, rx) = sigcoro::sync::channel::bounded::<String>(1);
-            let h = sigcoro::spawn(move || {
-                let here = thread_name();
-                tx.send(here.clone()).unwrap();
-                while !stop.load(Ordering::Relaxed) && here != spawner {
-                    sigcoro::yield_now();
+            let (tx, rx) = sigcoro::sync::channel::unbounded::<(usize, String)>();
+            let mut pair: Vec<_> = (0..2)
+                .map(|i| {
+                    let own_stop = Arc::new(AtomicBool::new(false));
+                    let (stop, own, spawner, tx) = (stop.clone(), own_stop.clone(), me.clone(), tx.clone());
+                    let h = sigcoro::spawn(move || {
+                        let here = thread_name();
+                        tx.send((i, here.clone())).unwrap();
+                        while !stop.load(Ordering::Relaxed) && !own.load(Ordering::Relaxed) && here != spawner {
+                            sigcoro::yield_now();
+                        }
+                    });
+                    (Some(h), own_stop)
+                })
+                .collect();
+            for _ in 0..2 {
+                let (i, there) = rx.recv().unwrap();
+                let (h, own_stop) = &mut pair[i];
+                let h = h.take().unwrap();
+                if there != me && spinners.len() < 2 {
+                    spinners.push(h);
+                } else {
+                    own_stop.store(true, Ordering::Relaxed);
+                    h.join().unwrap();
                 }
-            });
-            if rx.recv().unwrap() != me {
-                spinners.push(h);
-            } else {
-                h.join().unwrap();
             }
         }
         let (release_tx, release_rx) = sigcoro::sync::channel::unbounded::<()>();

@@ -122,10 +122,12 @@ impl Reactor {
     /// state, then the task its waiter wakes, then it wakes them, so that the cache misses of
     /// a batch overlap instead of coming one at a time (at 1,024 HTTP connections these misses
     /// were most of the dispatch's time). Taking a socket's lock under the slab's orders the
-    /// two locks the other way round from `wait_coroutine`, which inserts into the slab under
-    /// the socket's lock; but that runs only on this reactor's worker thread, between
-    /// dispatches, and `remove` (from any thread) holds no socket lock, so the two orders
-    /// never meet.
+    /// two locks the other way round from `wait_coroutine`, which registers in the slab (and
+    /// frees a failed registration's slot) under the socket's lock; but `wait_coroutine` runs
+    /// only on this reactor's worker thread, between dispatches, and `Source::drop` (from any
+    /// thread) lets go of the socket's lock before it frees its slots, so the two orders never
+    /// meet. The price: a `Source::drop` on another thread may wait for a batch of up to 64
+    /// wake-ups (some of them pushes to other workers' queues with an eventfd write).
     pub(crate) fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
         let mut raw = false;
         {

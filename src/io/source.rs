@@ -49,8 +49,9 @@ pub(crate) struct ScheduledIo {
     /// always reach the kernel, no edge will come again.
     read_closed: AtomicBool,
     /// Where waking the waiter queued last writes first ([`Unparker::wake_address`]): a hint
-    /// for the reactor, which prefetches it before it takes the lock (it may be stale; a
-    /// prefetch of any address is harmless).
+    /// for the reactor, which prefetches it before it takes the lock. Never cleared, so it may
+    /// name a task that has since ended or been freed: a prefetch (for reading) of any address
+    /// is harmless, at worst one wasted load.
     wake_hint: AtomicUsize,
     state: Mutex<IoState>,
 }
@@ -135,13 +136,14 @@ impl ScheduledIo {
         }
     }
 
-    /// Starts loading this state's cache lines (its lock, sequence numbers and waiters), which
-    /// a [`wake`](Self::wake) is about to write, for writing.
+    /// Starts loading every cache line of this state (its lock, sequence numbers and
+    /// waiters), which a [`wake`](Self::wake) is about to touch.
     #[inline(always)]
     pub(crate) fn prefetch(&self) {
-        let at = std::ptr::from_ref(self) as usize;
-        for line in 0..std::mem::size_of::<Self>().div_ceil(64) {
-            crate::ground::prefetch_write(at + 64 * line);
+        let start = std::ptr::from_ref(self) as usize;
+        let end = start + std::mem::size_of::<Self>();
+        for line in (start & !63..end).step_by(64) {
+            crate::ground::prefetch(line);
         }
     }
 
@@ -151,7 +153,7 @@ impl ScheduledIo {
     pub(crate) fn prefetch_waiter(&self) {
         let at = self.wake_hint.load(Ordering::Relaxed);
         if at != 0 {
-            crate::ground::prefetch_write(at);
+            crate::ground::prefetch(at);
         }
     }
 
@@ -173,7 +175,12 @@ impl ScheduledIo {
                 self.seq[dir as usize].fetch_add(1, Ordering::Release);
                 // Unparking under the lock keeps the vector's capacity: a coroutine waiter is
                 // only queued on its worker, nothing here can take this lock again. The
-                // handle itself goes to the run queue (no reference count touched).
+                // handle itself goes to the run queue (no reference count touched). The
+                // reactor holds its slab lock around this too, so nothing reached from here
+                // may take a slab lock or drop a `Source`: an unpark that finds the task not
+                // parked drops a handle that is never the task's last (a task with a waiter
+                // entry is running, or parked in its worker's registry, and its entry goes
+                // only under this lock).
                 for (_, u) in st.waiters[dir as usize].drain() {
                     u.unpark_owned();
                 }
@@ -193,6 +200,12 @@ impl ScheduledIo {
         deadline: Option<Instant>,
     ) -> io::Result<()> {
         let d = dir as usize;
+        // The reactor's lock order rests on this (see `Reactor::dispatch`): registrations and
+        // waits go to the running worker's own reactor, on its own thread.
+        debug_assert!(
+            worker::local().is_some_and(|l| Arc::ptr_eq(super::reactor::of(l).inner(), reactor)),
+            "a coroutine waits in another worker's reactor"
+        );
         let id = {
             let mut st = lock(&self.state);
             if self.seq(dir) != seq {

@@ -117,7 +117,7 @@ impl Local {
             // SAFETY: draining our own non-blocking eventfd.
             unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
         }
-        if polled != Polled::Nothing {
+        if events.iter().any(|ev| ev.u64 != EVENTFD_TOKEN) {
             self.io.dispatch(events, EVENTFD_TOKEN);
         }
         polled

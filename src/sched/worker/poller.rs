@@ -1,7 +1,7 @@
 //! The I/O layer's side of a worker's epoll instance. A worker sleeps in its epoll instance
-//! when idle and hands every event that is not its own eventfd's to its [`Poller`]; the I/O
-//! layer (`io::reactor`) implements it and wakes the coroutines waiting on those descriptors
-//! through their unparkers. The scheduler never names the I/O layer: the runtime hands each
+//! when idle and hands the events of each wait to its [`Poller`], which skips the worker's own
+//! eventfd's; the I/O layer (`io::reactor`) implements it and wakes the coroutines waiting on
+//! those descriptors through their unparkers. The scheduler never names the I/O layer: the runtime hands each
 //! worker a [`NewPoller`] when it builds them.
 
 use std::any::Any;
