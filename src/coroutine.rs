@@ -288,10 +288,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[inline(always)]
     pub(crate) fn prefetch_context(&self) {
         if let Some(stack) = &self.stack {
-            // SAFETY: the header of an owned stack stays mapped while we own it. A coroutine is
-            // used on one thread only (`Coroutine` is neither `Send` nor `Sync`) and we hold
-            // `&self`, so no `resume` (which takes `&mut self`) is running it on this thread:
-            // it is switched out, or waits for its first input, and nothing writes its link.
+            // A coroutine lives on one thread (neither `Send` nor `Sync`), and `&self` means no
+            // `resume` (`&mut self`) runs it: it is switched out, and nothing writes its link.
+            // SAFETY: an owned stack's header stays mapped; its link is quiet (above).
             let sp = unsafe { (*stack.link()).ctx };
             for line in 0..4 {
                 crate::ground::prefetch(sp + 64 * line);

@@ -82,8 +82,8 @@ pub(crate) fn of(local: &Local) -> &Reactor {
 }
 
 impl Poller for Reactor {
-    fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
-        Reactor::dispatch(self, events, skip);
+    fn dispatch(&self, events: &[libc::epoll_event]) {
+        Reactor::dispatch(self, events);
     }
 
     fn has_waiters(&self) -> bool {
@@ -113,9 +113,9 @@ impl Reactor {
         &self.inner
     }
 
-    /// Handles the events of one epoll wait but those whose token is `skip` (the worker's
-    /// eventfd's, which names no slot anyway): wakes the waiters of every socket named, and of
-    /// the raw fds if their instance is among them.
+    /// Handles the events of one epoll wait: wakes the waiters of every socket named, and of
+    /// the raw fds if their instance is among them. Tokens that name no slot (the worker's
+    /// eventfd's, 0; a stale generation) are skipped.
     ///
     /// Under one hold of the slab's lock, which keeps every `ScheduledIo` it names alive (no
     /// reference count is touched per event): first it starts loading each named socket's
@@ -128,7 +128,7 @@ impl Reactor {
     /// thread) lets go of the socket's lock before it frees its slots, so the two orders never
     /// meet. The price: a `Source::drop` on another thread may wait for a batch of up to 64
     /// wake-ups (some of them pushes to other workers' queues with an eventfd write).
-    pub(crate) fn dispatch(&self, events: &[libc::epoll_event], skip: u64) {
+    pub(crate) fn dispatch(&self, events: &[libc::epoll_event]) {
         let mut raw = false;
         {
             let slab = lock(&self.inner.slab);
@@ -143,13 +143,10 @@ impl Reactor {
                 }
             }
             for ev in events {
-                let (token, flags) = (ev.u64, ev.events);
-                if token == RAW_TOKEN {
+                if ev.u64 == RAW_TOKEN {
                     raw = true;
-                } else if token != skip
-                    && let Some(io) = slab.get(token)
-                {
-                    io.wake(flags);
+                } else if let Some(io) = slab.get(ev.u64) {
+                    io.wake(ev.events);
                 }
             }
         }

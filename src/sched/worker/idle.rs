@@ -110,16 +110,20 @@ impl Local {
         // SAFETY: our own epoll fd and a local buffer; EINTR just ends the wait early.
         let n = unsafe { libc::epoll_wait(me.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout_ms) };
         let events = &events[..n.max(0) as usize];
-        let mut polled = if n > 0 { Polled::Io } else { Polled::Nothing };
-        if events.iter().any(|ev| ev.u64 == EVENTFD_TOKEN) {
-            polled = Polled::Woken;
+        let woken = events.iter().any(|ev| ev.u64 == EVENTFD_TOKEN);
+        if woken {
             let mut buf = 0u64;
             // SAFETY: draining our own non-blocking eventfd.
             unsafe { libc::read(me.eventfd.as_raw_fd(), (&raw mut buf).cast(), 8) };
         }
-        if events.iter().any(|ev| ev.u64 != EVENTFD_TOKEN) {
-            self.io.dispatch(events, EVENTFD_TOKEN);
+        // Our eventfd is in a batch at most once: any other event is the poller's.
+        if events.len() > usize::from(woken) {
+            self.io.dispatch(events);
         }
-        polled
+        match (woken, events.is_empty()) {
+            (true, _) => Polled::Woken,
+            (false, false) => Polled::Io,
+            (false, true) => Polled::Nothing,
+        }
     }
 }

@@ -9,9 +9,9 @@ use std::os::fd::RawFd;
 
 /// What a worker's epoll instance serves besides the worker's own eventfd.
 pub(crate) trait Poller: Any {
-    /// Handles the epoll events of one wait, skipping those whose token is `skip` (the
-    /// worker's eventfd's, which the worker handles itself).
-    fn dispatch(&self, events: &[libc::epoll_event], skip: u64);
+    /// Handles the epoll events of one wait. The worker's eventfd's token (0, which the
+    /// worker handles itself) names nothing of the poller's and is skipped.
+    fn dispatch(&self, events: &[libc::epoll_event]);
     /// Whether coroutines of this worker wait on I/O, so a busy worker should poll for it.
     fn has_waiters(&self) -> bool;
     /// The poller as `Any`, so that the I/O layer can find its own type again.
